@@ -1,0 +1,19 @@
+"""The Celery app and its beat schedule."""
+
+import os
+
+from celery import Celery
+from celery.schedules import crontab
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("billing")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+app.conf.beat_schedule = {
+    "purge-expired-idempotency-keys": {
+        "task": "billing.tasks.purge_idempotency_keys",
+        "schedule": crontab(minute=17),
+    },
+}
