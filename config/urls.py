@@ -1,6 +1,18 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from billing.api.views.health import healthz, readyz
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/pay/", include("billing.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("portal/", include("portal.urls")),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
 ]
+
+handler404 = "billing.api.errors.json_404"
+handler500 = "billing.api.errors.json_500"

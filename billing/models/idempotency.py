@@ -15,7 +15,8 @@ class IdempotencyKey(models.Model):
     path = models.CharField(max_length=500)
     state = models.CharField(max_length=16, choices=State.choices, default=State.IN_PROGRESS)
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    response_body = models.JSONField(null=True, blank=True)
+    # The rendered body, byte for byte, so a replay is exactly the first answer.
+    response_body = models.TextField(blank=True, default="")
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField(db_index=True)
 

@@ -1,0 +1,113 @@
+"""The base view of the merchant API: auth, idempotency, audit, clean path ids.
+
+A view subclass validates its input, makes one domain call and renders the
+result; it names its audit action (``audit_action``) and, once it knows the
+object it acted on, sets ``self.audit_target = (type, id)``.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from billing.api import idempotency
+from billing.api.fields import TimestampField
+from billing.api.parsers import check_text
+from billing.errors import ValidationFailed
+from billing.services.audit import audit_record
+
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class ApiView(APIView):
+    publishable_allowed = False
+    audit_action: str | dict[str, str] | None = None
+
+    def initialize_request(self, request: HttpRequest, *args, **kwargs) -> Request:
+        self._idempotency_record = None
+        self.audit_target: tuple[str, str] | None = None
+        return super().initialize_request(request, *args, **kwargs)
+
+    def initial(self, request: Request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)  # authentication and permissions
+        for name, value in kwargs.items():
+            check_text(value, name)
+        for name, value in request.query_params.items():
+            check_text(value, name)
+        raw_key = request.headers.get(idempotency.HEADER)
+        if request.method in MUTATING and raw_key is not None:
+            key = idempotency.validate_key(raw_key)
+            body = request._request.body  # read once; DRF parses from the cached copy
+            self._idempotency_record = idempotency.idempotency_begin(
+                api_key=request.auth,
+                key=key,
+                fingerprint=idempotency.request_fingerprint(
+                    method=request.method, path=request.path, body=body
+                ),
+                method=request.method,
+                path=request.path,
+                now=timezone.now(),
+            )
+
+    def handle_exception(self, exc):
+        if isinstance(exc, idempotency.IdempotentReplay):
+            record = exc.record
+            response = HttpResponse(
+                record.response_body, status=record.response_status, content_type="application/json"
+            )
+            if not record.response_body:
+                response = HttpResponse(status=record.response_status)
+            response[idempotency.HEADER] = record.key
+            response["Idempotent-Replayed"] = "true"
+            return response
+        return super().handle_exception(exc)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        record = self._idempotency_record
+        if record is not None:
+            if response.status_code >= 500:
+                idempotency.idempotency_abandon(record=record)
+            else:
+                if hasattr(response, "render"):
+                    response.render()
+                idempotency.idempotency_complete(
+                    record=record, status=response.status_code, body=response.content.decode("utf-8")
+                )
+        if request.method in MUTATING and 200 <= response.status_code < 300 and not response.has_header(
+            "Idempotent-Replayed"
+        ):
+            self._audit(request, response)
+        return response
+
+    def _audit(self, request, response) -> None:
+        action = self.audit_action
+        if isinstance(action, dict):
+            action = action.get(request.method)
+        if not action or getattr(request, "auth", None) is None:
+            return
+        target_type, target_id = self.audit_target or ("", "")
+        audit_record(
+            actor_type="api_key",
+            actor_id=request.auth.pk,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            request_id=getattr(request._request, "request_id", ""),
+            data={"method": request.method, "path": request.path, "status": response.status_code},
+            now=timezone.now(),
+        )
+
+
+def query_time(request: Request, name: str):
+    """A query-string time (ISO 8601 or epoch ms) or None; 422 naming the parameter."""
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return TimestampField().to_internal_value(int(raw) if raw.isdigit() else raw)
+    except (serializers.ValidationError, OverflowError, ValueError):
+        raise ValidationFailed(name, "must be an ISO 8601 time or epoch milliseconds") from None

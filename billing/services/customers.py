@@ -1,0 +1,83 @@
+"""Customers: get-or-create, update, soft delete."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+
+from billing.errors import Conflict, NotFound
+from billing.locks import lock_customer
+from billing.models import Customer, Subscription
+
+
+def customer_get_or_create(
+    *, external_id: str, name: str = "", email: str = "", metadata: dict | None = None, now: datetime
+) -> tuple[Customer, bool]:
+    """The live customer with this id, or a new one. Returns (customer, created).
+
+    An existing customer is returned unchanged (PATCH changes it). Two racing
+    creates of one id make one customer: the loser of the unique index reads
+    the winner's row.
+    """
+    with transaction.atomic(durable=True):
+        existing = Customer.objects.filter(external_id=external_id, deleted_at__isnull=True).first()
+        if existing is not None:
+            return existing, False
+        try:
+            with transaction.atomic():
+                customer = Customer.objects.create(
+                    external_id=external_id,
+                    name=name,
+                    email=email,
+                    metadata=metadata or {},
+                    created_at=now,
+                    updated_at=now,
+                )
+        except IntegrityError:
+            return Customer.objects.get(external_id=external_id, deleted_at__isnull=True), False
+        return customer, True
+
+
+_UNSET = object()
+
+
+def customer_update(
+    *, customer: Customer, name=_UNSET, email=_UNSET, metadata=_UNSET, now: datetime
+) -> Customer:
+    """Set the given fields; ``metadata`` replaces the whole object. Raises NotFound."""
+    with transaction.atomic(durable=True):
+        try:
+            locked = lock_customer(pk=customer.pk)
+        except Customer.DoesNotExist:
+            raise NotFound("customer", customer.external_id) from None
+        changed = ["updated_at"]
+        for field, value in (("name", name), ("email", email), ("metadata", metadata)):
+            if value is not _UNSET:
+                setattr(locked, field, value)
+                changed.append(field)
+        locked.updated_at = now
+        locked.save(update_fields=changed)
+    return locked
+
+
+def customer_delete(*, customer: Customer, now: datetime) -> None:
+    """Soft-delete: history keeps its subject and the id may be used again.
+
+    Raises Conflict while the customer has a live subscription (cancel first),
+    NotFound if already gone.
+    """
+    with transaction.atomic(durable=True):
+        try:
+            locked = lock_customer(pk=customer.pk)
+        except Customer.DoesNotExist:
+            raise NotFound("customer", customer.external_id) from None
+        live = Subscription.objects.filter(customer=locked, status__in=Subscription.LIVE_STATUSES)
+        if live.exists():
+            raise Conflict(
+                "The customer has live subscriptions; cancel them before deleting the customer.",
+                details={"subscriptions": list(live.values_list("id", flat=True))},
+            )
+        locked.deleted_at = now
+        locked.updated_at = now
+        locked.save(update_fields=["deleted_at", "updated_at"])
