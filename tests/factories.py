@@ -20,6 +20,7 @@ class ProductFactory(factory.django.DjangoModelFactory):
 
     class Meta:
         model = Product
+        skip_postgeneration_save = True
 
     slug = factory.Sequence(lambda n: f"product-{n}")
     name = factory.LazyAttribute(lambda o: o.slug.title())
