@@ -30,7 +30,7 @@ seed: migrate
 run: export DEBUG ?= 1
 run: export PUBLIC_BASE_URL ?= http://$(HOST):$(PORT)
 run: seed
-	@$(VENV)/bin/celery -A config worker --beat --loglevel=INFO --concurrency=1 --pool=solo \
+	@$(VENV)/bin/celery -A config --quiet worker --beat --loglevel=INFO --concurrency=1 --pool=solo \
 	    --logfile=var/worker.log & worker=$$!; \
 	  trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
 	  echo "worker and beat: pid $$worker, log var/worker.log"; \

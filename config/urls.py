@@ -1,7 +1,8 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from billing.api.errors import json_404
 from billing.api.views.health import healthz, readyz
 
 urlpatterns = [
@@ -12,6 +13,8 @@ urlpatterns = [
     path("portal/", include("portal.urls")),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    # Anything else under /api/ is a JSON 404, in DEBUG too (handler404 is not used then).
+    re_path(r"^api/", json_404),
 ]
 
 handler404 = "billing.api.errors.json_404"

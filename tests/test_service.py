@@ -51,10 +51,13 @@ class TestSchemaAndDocs:
             assert asset.startswith("/static/"), f"{asset} is not served by us"
             assert client.get(asset).status_code == 200, asset
 
-    def test_an_unknown_api_route_is_a_json_404(self, client):
-        response = client.get("/api/v1/pay/nothing-here")
-        assert response.status_code == 404
-        assert response.json()["error"]["code"] == "NOT_FOUND"
+    @pytest.mark.parametrize("debug", [False, True])
+    def test_an_unknown_api_route_is_a_json_404_in_debug_too(self, client, settings, debug):
+        settings.DEBUG = debug
+        for path in ["/api/v1/pay/nothing-here", "/api/v1/pay/customers/a/b/c", "/api/"]:
+            response = client.get(path)
+            assert response.status_code == 404
+            assert response.json()["error"]["code"] == "NOT_FOUND"
 
     @pytest.mark.django_db
     def test_a_wrong_method_is_a_json_405(self, sk_client):

@@ -25,6 +25,9 @@ MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 class ApiView(APIView):
     publishable_allowed = False
     audit_action: str | dict[str, str] | None = None
+    # Top-level response fields never written to the idempotency table (secrets
+    # shown once, such as a new key's rawKey): a replay answers them as null.
+    idempotency_redact: tuple[str, ...] = ()
 
     def initialize_request(self, request: HttpRequest, *args, **kwargs) -> Request:
         self._idempotency_record = None
@@ -72,16 +75,23 @@ class ApiView(APIView):
             if response.status_code >= 500:
                 idempotency.idempotency_abandon(record=record)
             else:
-                if hasattr(response, "render"):
-                    response.render()
                 idempotency.idempotency_complete(
-                    record=record, status=response.status_code, body=response.content.decode("utf-8")
+                    record=record, status=response.status_code, body=self._storable_body(response)
                 )
         if request.method in MUTATING and 200 <= response.status_code < 300 and not response.has_header(
             "Idempotent-Replayed"
         ):
             self._audit(request, response)
         return response
+
+    def _storable_body(self, response) -> str:
+        if hasattr(response, "render"):
+            response.render()
+        body = response.content.decode("utf-8")
+        if self.idempotency_redact and isinstance(getattr(response, "data", None), dict):
+            redacted = {k: (None if k in self.idempotency_redact else v) for k, v in response.data.items()}
+            body = response.accepted_renderer.render(redacted).decode("utf-8")
+        return body
 
     def _audit(self, request, response) -> None:
         action = self.audit_action

@@ -36,6 +36,7 @@ class ApiKeyListOut(serializers.Serializer):
 
 class ApiKeyCollectionView(ApiView):
     audit_action = {"POST": "api_key.create"}
+    idempotency_redact = ("rawKey",)
 
     @extend_schema(operation_id="createApiKey", request=ApiKeyIn, responses={201: ApiKeyCreatedOut})
     def post(self, request):

@@ -1,0 +1,503 @@
+"""Staff console for billing: mostly read-only, every write audited.
+
+The admin is an interface like the API: it validates input and makes one
+domain call. So the only writes it allows are those a service backs:
+
+- a customer's name, email and metadata (``customer_update``);
+- creating and revoking API keys (``api_key_create``, ``api_key_revoke``).
+
+The catalog is read-only here because edits must go through the versioning
+service (a product with subscribers gets a new version); deletion of a
+customer is a soft delete through the API. Every admin write leaves, besides
+Django's ``LogEntry``, an ``AuditEvent`` with actor ``staff:<username>``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.options import csrf_protect_m
+from django.contrib.admin.utils import quote
+from django.contrib.auth import get_permission_codename
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from rest_framework import serializers
+
+from billing.api.fields import MetadataField
+from billing.api.parsers import BodyInvalid, parse_json_bytes
+from billing.errors import NotFound
+from billing.models import (
+    ApiKey,
+    AuditEvent,
+    Customer,
+    Feature,
+    IdempotencyKey,
+    Price,
+    Product,
+    ProductFeature,
+    ProductVersion,
+    Subscription,
+)
+from billing.services.api_keys import api_key_create, api_key_revoke
+from billing.services.audit import audit_record
+from billing.services.customers import customer_update
+
+CATALOG_NOTE = (
+    "The catalog is read-only here. Change it through the API (POST /api/v1/pay/products, "
+    "PATCH /api/v1/pay/products/<id>): a product whose current version has subscribers gets a "
+    "new version, and its subscribers stay on theirs."
+)
+
+
+# A raw API key as api_key_create makes them (prefix + token_urlsafe).
+RAW_KEY_RE = re.compile(r"(cp_[sp]k_)[A-Za-z0-9_-]{20,}")
+
+
+def _snake(model) -> str:
+    """ApiKey -> api_key: the target type the API's audit events use too."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", model.__name__).lower()
+
+
+def _json_safe(value):
+    """Django's change messages may hold lazy strings; AuditEvent.data is plain JSON."""
+    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+
+
+# --- mixins ----------------------------------------------------------------
+
+
+class AuditedAdminMixin:
+    """Writes an AuditEvent for every admin addition, change and deletion.
+
+    ``admin_note`` is shown above the changelist and the change form (see
+    ``templates/admin/billing/change_list.html`` and ``change_form.html``).
+    """
+
+    admin_note = ""
+
+    def audit_target_id(self, obj) -> str:
+        return str(obj.pk)
+
+    def audit(self, request, obj, verb: str, data: dict) -> AuditEvent:
+        return audit_record(
+            actor_type=AuditEvent.ActorType.STAFF.value,
+            actor_id=request.user.get_username(),
+            action=f"admin.{_snake(self.model)}.{verb}",
+            target_type=_snake(self.model),
+            target_id=self.audit_target_id(obj),
+            request_id=getattr(request, "request_id", ""),
+            data=_json_safe(data),
+            now=timezone.now(),
+        )
+
+    def log_addition(self, request, obj, message):
+        entry = super().log_addition(request, obj, message)
+        self.audit(request, obj, "add", {"message": message})
+        return entry
+
+    def log_change(self, request, obj, message, *, verb: str = "change"):
+        entry = super().log_change(request, obj, message)
+        self.audit(request, obj, verb, {"message": message})
+        return entry
+
+    def log_deletions(self, request, queryset):
+        # Called before the deletion, so the objects can still be read.
+        objects = list(queryset)
+        entries = super().log_deletions(request, objects)
+        for obj in objects:
+            self.audit(request, obj, "delete", {"message": "Deleted.", "object": str(obj)})
+        return entries
+
+
+class ReadOnlyAdminMixin:
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
+
+
+class ReadOnlyAdmin(AuditedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    pass
+
+
+class LiveFilter(admin.SimpleListFilter):
+    """Live or soft-deleted (customers) / active or revoked (API keys)."""
+
+    title = "status"
+    parameter_name = "status"
+    field = "deleted_at"
+    labels = (("live", "Live"), ("deleted", "Deleted"))
+
+    def lookups(self, request, model_admin):
+        return self.labels
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value == self.labels[0][0]:
+            return queryset.filter(**{f"{self.field}__isnull": True})
+        if value == self.labels[1][0]:
+            return queryset.filter(**{f"{self.field}__isnull": False})
+        return queryset
+
+
+class RevokedFilter(LiveFilter):
+    field = "revoked_at"
+    labels = (("active", "Active"), ("revoked", "Revoked"))
+
+
+# --- catalog (read-only) ---------------------------------------------------
+
+
+@admin.register(Feature)
+class FeatureAdmin(ReadOnlyAdmin):
+    admin_note = CATALOG_NOTE
+    list_display = ["slug", "name", "type", "created_at"]
+    list_filter = ["type"]
+    search_fields = ["slug", "name"]
+    readonly_fields = ["created_at"]
+
+
+class ProductVersionInline(ReadOnlyInline):
+    model = ProductVersion
+    fk_name = "product"
+    fields = ["version", "free_trial_days", "free_trial_requires_payment_method", "created_at"]
+    ordering = ["-version"]
+
+
+@admin.register(Product)
+class ProductAdmin(ReadOnlyAdmin):
+    admin_note = CATALOG_NOTE
+    list_display = ["slug", "name", "id", "group", "is_add_on", "auto_enable", "current_version", "updated_at"]
+    list_filter = ["is_add_on", "auto_enable", "group", "created_at"]
+    search_fields = ["slug", "name", "=id", "group"]
+    list_select_related = ["current_version"]
+    date_hierarchy = "created_at"
+    fields = ["id", "slug", "name", "group", "is_add_on", "auto_enable", "current_version", "created_at", "updated_at"]
+    readonly_fields = ["id", "created_at", "updated_at"]
+    inlines = [ProductVersionInline]
+
+
+class PriceInline(ReadOnlyInline):
+    model = Price
+    fields = ["position", "type", "amount", "currency", "billing_interval", "tiers_mode", "tiers"]
+    show_change_link = False
+
+
+class ProductFeatureInline(ReadOnlyInline):
+    model = ProductFeature
+    fields = [
+        "position",
+        "feature",
+        "allowance_type",
+        "allowance",
+        "reset_interval",
+        "overage_allowed",
+        "overage_price",
+        "per_entity",
+    ]
+    show_change_link = False
+
+
+@admin.register(ProductVersion)
+class ProductVersionAdmin(ReadOnlyAdmin):
+    admin_note = CATALOG_NOTE
+    list_display = ["id", "product", "version", "free_trial_days", "free_trial_requires_payment_method", "created_at"]
+    list_filter = ["free_trial_requires_payment_method", "created_at"]
+    search_fields = ["=id", "product__slug", "=product__id"]
+    list_select_related = ["product"]
+    fields = ["id", "product", "version", "free_trial_days", "free_trial_requires_payment_method", "created_at"]
+    readonly_fields = ["id", "created_at"]
+    inlines = [PriceInline, ProductFeatureInline]
+
+
+@admin.register(Price)
+class PriceAdmin(ReadOnlyAdmin):
+    admin_note = CATALOG_NOTE
+    list_display = ["id", "version", "position", "type", "amount", "currency", "billing_interval", "tiers_mode"]
+    list_filter = ["type", "currency", "billing_interval", "tiers_mode"]
+    search_fields = ["=version__id", "version__product__slug"]
+    list_select_related = ["version"]
+
+
+@admin.register(ProductFeature)
+class ProductFeatureAdmin(ReadOnlyAdmin):
+    admin_note = CATALOG_NOTE
+    list_display = [
+        "id",
+        "version",
+        "feature",
+        "allowance_type",
+        "allowance",
+        "reset_interval",
+        "overage_allowed",
+        "overage_price",
+        "per_entity",
+    ]
+    list_filter = ["allowance_type", "reset_interval", "overage_allowed", "per_entity", "feature"]
+    search_fields = ["=version__id", "version__product__slug", "feature__slug"]
+    list_select_related = ["version", "feature"]
+
+
+# --- customers and subscriptions -------------------------------------------
+
+
+class MetadataFormField(forms.JSONField):
+    """The API's rules for metadata: strict JSON (no duplicate keys, NUL or lone
+    surrogates), a JSON object, at most 50 keys and 16 KiB."""
+
+    def to_python(self, value):
+        if self.disabled:
+            return value
+        if value in self.empty_values:
+            return {}
+        if not isinstance(value, str):  # already parsed (initial data)
+            value = json.dumps(value)
+        try:
+            data = parse_json_bytes(value.encode("utf-8", "surrogatepass"))
+        except BodyInvalid as exc:
+            raise ValidationError(f"{exc.field}: {exc.detail}" if exc.field != "body" else str(exc.detail)) from None
+        try:
+            return MetadataField().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            raise ValidationError(exc.detail) from None
+
+
+class CustomerForm(forms.ModelForm):
+    email = forms.EmailField(label="Email", max_length=320, required=False)
+    metadata = MetadataFormField(label="Metadata", required=False, help_text="A JSON object: at most 50 keys, 16 KiB.")
+
+    class Meta:
+        model = Customer
+        fields = ["name", "email", "metadata"]
+
+
+class SubscriptionInline(ReadOnlyInline):
+    model = Subscription
+    fields = ["id", "product", "version", "status", "quantity", "current_period_end", "trial_end", "created_at"]
+    ordering = ["-created_at"]
+
+
+@admin.register(Customer)
+class CustomerAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    admin_note = (
+        "Only name, email and metadata can be changed here. Customers are created and (soft) "
+        "deleted through the API (POST /api/v1/pay/customers, DELETE /api/v1/pay/customers/<id>)."
+    )
+    form = CustomerForm
+    list_display = ["external_id", "name", "email", "created_at", "updated_at", "is_live"]
+    list_filter = [LiveFilter, "created_at"]
+    search_fields = ["external_id", "name", "email"]
+    search_help_text = "External id, name or email (contains)."
+    date_hierarchy = "created_at"
+    fields = ["external_id", "name", "email", "metadata", "created_at", "updated_at", "deleted_at"]
+    readonly_fields = ["external_id", "created_at", "updated_at", "deleted_at"]
+    inlines = [SubscriptionInline]
+
+    @admin.display(boolean=True, description="live", ordering="deleted_at")
+    def is_live(self, customer):
+        return customer.deleted_at is None
+
+    def audit_target_id(self, obj) -> str:
+        return obj.external_id  # as the API's audit events name customers
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        # A soft-deleted customer is history: viewable, not editable.
+        if obj is not None and obj.deleted_at is not None:
+            return False
+        return super().has_change_permission(request, obj)
+
+    @csrf_protect_m
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        # Django wraps this view in transaction.atomic(); customer_update owns a
+        # durable transaction of its own (and locks the row), so it must not run
+        # nested. The audit rows follow its commit, as they do in the API.
+        try:
+            return self._changeform_view(request, object_id, form_url, extra_context)
+        except NotFound:
+            self.message_user(
+                request, "The customer was deleted in the meantime; nothing was changed.", messages.ERROR
+            )
+            return HttpResponseRedirect(reverse("admin:billing_customer_changelist"))
+
+    def save_model(self, request, obj, form, change):
+        # Only what the form changed: a concurrent API update of another field survives.
+        changes = {name: form.cleaned_data[name] for name in form.changed_data}
+        if not changes:
+            return
+        saved = customer_update(customer=obj, **changes, now=timezone.now())
+        obj.updated_at = saved.updated_at
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "customer",
+        "product",
+        "version",
+        "status",
+        "quantity",
+        "current_period_end",
+        "cancel_at_period_end",
+        "created_at",
+    ]
+    list_filter = ["status", "cancel_at_period_end", "created_at", "product"]
+    search_fields = ["=id", "customer__external_id", "customer__email", "product__slug"]
+    list_select_related = ["customer", "product", "version"]
+    date_hierarchy = "created_at"
+
+
+# --- API keys --------------------------------------------------------------
+
+
+class ApiKeyCreateForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    type = forms.ChoiceField(choices=ApiKey.Type.choices, initial=ApiKey.Type.SECRET)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """Keys are shown masked; ``key_hash`` never leaves the database.
+
+    "Add" is a small form of its own that calls ``api_key_create`` and shows
+    the raw key once; the key itself is never edited, only revoked.
+    """
+
+    admin_note = (
+        "Only a hash of each key is stored: the raw key is shown once, when the key is created "
+        "(here or with POST /api/v1/pay/api-keys). Keys are never edited or deleted; revoke them "
+        "with the \u201cRevoke selected keys\u201d action."
+    )
+    list_display = ["name", "masked_key", "type", "id", "created_at", "last_used_at", "revoked_at", "active"]
+    list_filter = ["type", RevokedFilter, "created_at"]
+    search_fields = ["name", "=id", "masked_key"]
+    fields = ["id", "name", "type", "masked_key", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = fields
+    actions = ["revoke_keys"]
+
+    @admin.display(boolean=True, ordering="revoked_at")
+    def active(self, key):
+        return key.is_active
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_revoke_permission(self, request):
+        return request.user.has_perm(f"{self.opts.app_label}.{get_permission_codename('change', self.opts)}")
+
+    @admin.action(description="Revoke selected keys", permissions=["revoke"])
+    def revoke_keys(self, request, queryset):
+        now = timezone.now()
+        revoked = skipped = 0
+        for key_id in queryset.values_list("pk", flat=True):
+            try:
+                key = api_key_revoke(key_id=key_id, now=now)
+            except NotFound:
+                continue
+            if key.revoked_at != now:  # revoked before: nothing happened, nothing to log
+                skipped += 1
+                continue
+            self.log_change(request, key, "Revoked.", verb="revoke")
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
+        if skipped:
+            self.message_user(request, f"{skipped} key(s) were already revoked.", messages.WARNING)
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = ApiKeyCreateForm(request.POST if request.method == "POST" else None)
+        if form.is_bound and form.is_valid():
+            with transaction.atomic():
+                key, raw_key = api_key_create(**form.cleaned_data, now=timezone.now())
+                self.log_addition(request, key, [{"added": {}}])
+            messages.success(
+                request,
+                format_html(
+                    "Created the key \u201c{}\u201d. Copy it now, it will not be shown again: <code>{}</code>",
+                    key.name,
+                    raw_key,
+                ),
+            )
+            return HttpResponseRedirect(reverse("admin:billing_apikey_change", args=[quote(key.pk)]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Add API key",
+            "opts": self.opts,
+            "form": form,
+            "admin_note": self.admin_note,
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/billing/apikey/add_form.html", context)
+
+
+# --- the trail and the idempotency cache (read-only) -----------------------
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ["id", "created_at", "actor_type", "actor_id", "action", "target_type", "target_id", "request_id"]
+    list_filter = ["actor_type", "target_type", "created_at"]
+    search_fields = ["action", "=actor_id", "=target_id", "=request_id"]
+    search_help_text = "Action (contains), or an exact actor id, target id or request id."
+    date_hierarchy = "created_at"
+    show_full_result_count = False  # the trail only grows; skip the second COUNT(*)
+
+
+@admin.register(IdempotencyKey)
+class IdempotencyKeyAdmin(ReadOnlyAdmin):
+    list_display = ["key", "api_key", "method", "path", "state", "response_status", "created_at", "expires_at"]
+    list_filter = ["state", "method", "response_status", "created_at"]
+    search_fields = ["=key", "=api_key__id", "path"]
+    list_select_related = ["api_key"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    fields = [
+        "api_key",
+        "key",
+        "method",
+        "path",
+        "request_hash",
+        "state",
+        "response_status",
+        "response",
+        "created_at",
+        "expires_at",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="response body")
+    def response(self, record):
+        """The stored body with raw API keys hidden: the answer to POST /api-keys carries one."""
+        return RAW_KEY_RE.sub(r"\1[hidden]", record.response_body)
