@@ -6,7 +6,7 @@ state on the locked row. On the hot path prefer one conditional UPDATE.
 
 from __future__ import annotations
 
-from billing.models import Customer, Product
+from billing.models import Balance, BalanceLock, Customer, Product
 
 
 def lock_customer(*, pk: int) -> Customer:
@@ -19,3 +19,22 @@ def lock_product(*, pk: str) -> Product:
     anything that subscribes to its current version take this lock, so a
     version cannot change under a new subscriber."""
     return Product.objects.select_for_update().get(pk=pk)
+
+
+def lock_balance(*, pk: int | None = None, **lookup) -> Balance:
+    """One balance row FOR UPDATE, by pk or by (customer, feature, entity).
+
+    Every writer of a balance that is not a single conditional UPDATE takes
+    this lock first; the hot path's conditional UPDATE takes the same row
+    lock implicitly, so the two serialise."""
+    qs = Balance.objects.select_for_update()
+    return qs.get(pk=pk) if pk is not None else qs.get(**lookup)
+
+
+def lock_balances(*, pks: list[int]) -> list[Balance]:
+    """Several balance rows FOR UPDATE in primary-key order (no deadlocks)."""
+    return list(Balance.objects.select_for_update().filter(pk__in=pks).order_by("pk"))
+
+
+def lock_balance_lock(*, lock_id: str) -> BalanceLock | None:
+    return BalanceLock.objects.select_for_update().filter(pk=lock_id).first()

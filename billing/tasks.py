@@ -15,3 +15,11 @@ def purge_idempotency_keys(**kwargs) -> int:
     audit_record(actor_type="system", actor_id="purge_idempotency_keys", action="idempotency.purge",
                  data={"deleted": deleted}, now=now)
     return deleted
+
+
+@shared_task
+def run_billing_cycle(**kwargs) -> dict:
+    """Every minute: expire locks and grants, reset allowances (idempotent)."""
+    from billing.services.cycle import billing_cycle_run
+
+    return billing_cycle_run(now=timezone.now(), actor="beat")

@@ -12,6 +12,10 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 app.conf.beat_schedule = {
+    "billing-cycle": {
+        "task": "billing.tasks.run_billing_cycle",
+        "schedule": 60.0,
+    },
     "purge-expired-idempotency-keys": {
         "task": "billing.tasks.purge_idempotency_keys",
         "schedule": crontab(minute=17),

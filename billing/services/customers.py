@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 
 from billing.errors import Conflict, NotFound
 from billing.locks import lock_customer
 from billing.models import Customer, Subscription
+from billing.services.grants import auto_enable_products
 
 
 def customer_get_or_create(
@@ -36,6 +38,7 @@ def customer_get_or_create(
                 )
         except IntegrityError:
             return Customer.objects.get(external_id=external_id, deleted_at__isnull=True), False
+        auto_enable_products(customer=customer, now=now)
         return customer, True
 
 
@@ -64,8 +67,8 @@ def customer_update(
 def customer_delete(*, customer: Customer, now: datetime) -> None:
     """Soft-delete: history keeps its subject and the id may be used again.
 
-    Raises Conflict while the customer has a live subscription (cancel first),
-    NotFound if already gone.
+    Free subscriptions end with the customer; a live paid subscription makes
+    it a Conflict (cancel it first). Raises NotFound if already gone.
     """
     with transaction.atomic(durable=True):
         try:
@@ -73,11 +76,15 @@ def customer_delete(*, customer: Customer, now: datetime) -> None:
         except Customer.DoesNotExist:
             raise NotFound("customer", customer.external_id) from None
         live = Subscription.objects.filter(customer=locked, status__in=Subscription.LIVE_STATUSES)
-        if live.exists():
+        paid = live.filter(Q(version__prices__amount__gt=0) | Q(version__prices__tiers__isnull=False)).distinct()
+        if paid.exists():
             raise Conflict(
-                "The customer has live subscriptions; cancel them before deleting the customer.",
-                details={"subscriptions": list(live.values_list("id", flat=True))},
+                "The customer has live paid subscriptions; cancel them before deleting the customer.",
+                details={"subscriptions": list(paid.values_list("id", flat=True))},
             )
+        Subscription.objects.filter(customer=locked, status__in=Subscription.LIVE_STATUSES).update(
+            status=Subscription.Status.CANCELED, canceled_at=now
+        )
         locked.deleted_at = now
         locked.updated_at = now
         locked.save(update_fields=["deleted_at", "updated_at"])

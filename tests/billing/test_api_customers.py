@@ -2,7 +2,7 @@ from urllib.parse import quote
 
 import pytest
 
-from billing.models import AuditEvent, Customer
+from billing.models import AuditEvent, Customer, Price
 from tests.factories import CustomerFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
@@ -110,12 +110,19 @@ class TestGetUpdateDeleteCustomer:
         assert sk_client.post(URL, {"customerId": "acme"}, format="json").status_code == 201
         assert Customer.objects.filter(external_id="acme").count() == 2  # history keeps the old one
 
-    def test_a_customer_with_a_live_subscription_cannot_be_deleted(self, sk_client):
+    def test_a_customer_with_a_live_paid_subscription_cannot_be_deleted(self, sk_client):
         subscription = SubscriptionFactory(customer__external_id="acme")
+        Price.objects.create(version=subscription.version, type="recurring", amount=2900, currency="usd", billing_interval="month")
         response = sk_client.delete(f"{URL}/acme")
         assert response.status_code == 409
         assert response.json()["error"]["details"]["subscriptions"] == [subscription.pk]
         assert Customer.objects.get().deleted_at is None
+
+    def test_deleting_a_customer_ends_their_free_subscriptions(self, sk_client):
+        subscription = SubscriptionFactory(customer__external_id="acme")
+        assert sk_client.delete(f"{URL}/acme").status_code == 204
+        subscription.refresh_from_db()
+        assert subscription.status == "canceled" and subscription.canceled_at is not None
 
     def test_get_shows_the_customers_subscriptions(self, sk_client):
         subscription = SubscriptionFactory(customer__external_id="acme", product__slug="pro")

@@ -9,6 +9,7 @@ from billing.api.base import ApiView
 from billing.api.fields import ExternalIdField, MetadataField, StrictCharField
 from billing.api.pagination import decode_cursor, page, parse_limit
 from billing.selectors.customers import customer_get, customer_list, customer_subscriptions
+from billing.selectors.entitlements import customer_balances
 from billing.services.customers import customer_delete, customer_get_or_create, customer_update
 
 
@@ -66,16 +67,16 @@ class CustomerListOut(serializers.Serializer):
 
 
 def render_customer(customer) -> dict:
-    """The wire form. Balances and flags arrive with the entitlements engine,
-    payment methods with the gateways; until then a customer has none."""
+    """The wire form. Payment methods arrive with the gateways."""
+    balances, flags = customer_balances(customer=customer)
     view = {
         "external_id": customer.external_id,
         "name": customer.name,
         "email": customer.email,
         "metadata": customer.metadata,
         "subscriptions": customer_subscriptions(customer=customer),
-        "balances": {},
-        "flags": {},
+        "balances": balances,
+        "flags": flags,
         "paymentMethods": [],
         "created_at": customer.created_at,
     }

@@ -1,0 +1,23 @@
+"""The scheduled work, as of a given moment: what beat runs and run_billing_cycle --now does."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from billing.services.audit import audit_record
+from billing.services.balances import buckets_reset_due, grants_expire_due, locks_expire_due
+
+
+def billing_cycle_run(*, now: datetime, actor: str = "run_billing_cycle") -> dict[str, int]:
+    """Expire locks (their units return), expire grants, reset allowances.
+
+    Idempotent: each step only touches rows still due at ``now``, and leaves
+    them not due, so a second run for the same moment changes nothing.
+    """
+    done = {
+        "locksExpired": locks_expire_due(now=now),
+        "grantsExpired": grants_expire_due(now=now),
+        "allowancesReset": buckets_reset_due(now=now),
+    }
+    audit_record(actor_type="system", actor_id=actor, action="billing_cycle.run", data={"now": now.isoformat(), **done}, now=now)
+    return done
