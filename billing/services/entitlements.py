@@ -64,6 +64,17 @@ UPDATE billing_balance
 RETURNING granted, usage, reserved, overage, unlimited, low_notified
 """
 
+# track: always records; overage = max(0, usage - granted), 0 when unlimited.
+# (In SET, ``usage`` is the old value on both PostgreSQL and SQLite.)
+_TRACK_SQL = """
+UPDATE billing_balance
+   SET usage = usage + %s,
+       overage = CASE WHEN unlimited THEN 0 WHEN usage + %s > granted THEN usage + %s - granted ELSE 0 END,
+       updated_at = %s
+ WHERE id = %s
+RETURNING granted, usage, reserved, overage, unlimited, low_notified
+"""
+
 _RESERVE_SQL = """
 UPDATE billing_balance
    SET reserved = reserved + %s, updated_at = %s
@@ -74,14 +85,22 @@ RETURNING granted, usage, reserved, overage, unlimited, low_notified
 
 def _conditional(sql: str, *, balance: Balance, amount: int, now: datetime) -> bool:
     """Run a conditional UPDATE; on success refresh ``balance`` from RETURNING."""
+    params = [amount, amount, amount, now, balance.pk] if sql is _TRACK_SQL else [amount, now, balance.pk, amount]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [amount, now, balance.pk, amount])
+        cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
         return False
     balance.granted, balance.usage, balance.reserved, balance.overage, unlimited, low = row
     balance.unlimited, balance.low_notified = bool(unlimited), bool(low)
     return True
+
+
+def _bucket_delta(balance: Balance, added: int) -> int:
+    """Units of the last ``added`` usage that belong in buckets (the rest is overage)."""
+    after = bucket_share(usage=balance.usage, granted=balance.granted, unlimited=balance.unlimited)
+    before = bucket_share(usage=balance.usage - added, granted=balance.granted, unlimited=balance.unlimited)
+    return after - before
 
 
 def usage_apply(*, balance: Balance, amount: int, now: datetime) -> None:
@@ -138,10 +157,7 @@ def entitlement_check(
         if _conditional(sql, balance=balance, amount=required, now=now):
             before = balance.remaining + required
             if not lock:
-                delta = bucket_share(usage=balance.usage, granted=balance.granted, unlimited=balance.unlimited) - bucket_share(
-                    usage=balance.usage - required, granted=balance.granted, unlimited=balance.unlimited
-                )
-                buckets_consume(balance_id=balance.pk, amount=delta)
+                buckets_consume(balance_id=balance.pk, amount=_bucket_delta(balance, required))
         else:
             balance = lock_balance(pk=balance.pk)
             before = balance.remaining
@@ -194,12 +210,14 @@ def usage_track(
                 return _replay(prior, balance)
         try:
             with transaction.atomic():
-                balance = lock_balance(pk=balance.pk)
-                before = balance.remaining
                 if amount >= 0:
-                    usage_apply(balance=balance, amount=amount, now=now)
+                    _conditional(_TRACK_SQL, balance=balance, amount=amount, now=now)
+                    before = balance.remaining + amount
+                    buckets_consume(balance_id=balance.pk, amount=_bucket_delta(balance, amount))
                     recorded = amount
                 else:
+                    balance = lock_balance(pk=balance.pk)
+                    before = balance.remaining
                     recorded = -min(-amount, balance.usage)
                     usage_give_back(balance=balance, amount=-recorded, now=now)
                 event = usage_record(balance=balance, amount=recorded, now=now, timestamp=timestamp,
