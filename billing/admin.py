@@ -38,14 +38,23 @@ from billing.errors import NotFound
 from billing.models import (
     ApiKey,
     AuditEvent,
+    Balance,
+    BalanceBucket,
+    BalanceLock,
     Customer,
+    Entity,
     Feature,
     IdempotencyKey,
+    OutboxEvent,
+    OverageRecord,
     Price,
     Product,
     ProductFeature,
+    ProductSpendCap,
     ProductVersion,
+    SpendCap,
     Subscription,
+    UsageEvent,
 )
 from billing.services.api_keys import api_key_create, api_key_revoke
 from billing.services.audit import audit_record
@@ -501,3 +510,77 @@ class IdempotencyKeyAdmin(ReadOnlyAdmin):
     def response(self, record):
         """The stored body with raw API keys hidden: the answer to POST /api-keys carries one."""
         return RAW_KEY_RE.sub(r"\1[hidden]", record.response_body)
+
+
+# --- the entitlement engine: read-only, its rows change only through services ----
+
+ENGINE_NOTE = (
+    "Balances, buckets, locks and usage change only through the API (check, track, balances, "
+    "locks/finalize) and the billing cycle, which keep their totals exact; this page is for looking."
+)
+
+
+class BalanceBucketInline(ReadOnlyInline):
+    model = BalanceBucket
+    fields = ("kind", "granted", "consumed", "unlimited", "reset_interval", "next_reset_at", "expires_at", "active")
+
+
+@admin.register(Balance)
+class BalanceAdmin(ReadOnlyAdmin):
+    admin_note = ENGINE_NOTE
+    list_display = ("customer", "feature", "entity", "granted", "usage", "reserved", "overage", "unlimited", "spend_cap")
+    list_filter = ("unlimited", "included", "overage_allowed", "feature")
+    search_fields = ("customer__external_id", "feature__slug", "entity__external_id")
+    list_select_related = ("customer", "feature", "entity")
+    inlines = [BalanceBucketInline]
+
+
+@admin.register(BalanceLock)
+class BalanceLockAdmin(ReadOnlyAdmin):
+    admin_note = ENGINE_NOTE
+    list_display = ("id", "balance", "amount", "status", "consumed", "released", "expires_at", "created_at")
+    list_filter = ("status",)
+    search_fields = ("id", "balance__customer__external_id")
+    date_hierarchy = "created_at"
+
+
+@admin.register(UsageEvent)
+class UsageEventAdmin(ReadOnlyAdmin):
+    admin_note = ENGINE_NOTE
+    list_display = ("id", "customer", "feature", "entity", "amount", "idempotency_key", "timestamp")
+    list_filter = ("feature",)
+    search_fields = ("customer__external_id", "idempotency_key")
+    list_select_related = ("customer", "feature", "entity")
+    date_hierarchy = "timestamp"
+
+
+@admin.register(Entity)
+class EntityAdmin(ReadOnlyAdmin):
+    list_display = ("external_id", "customer", "feature", "name", "created_at", "deleted_at")
+    search_fields = ("external_id", "name", "customer__external_id")
+    list_filter = ("feature",)
+
+
+@admin.register(SpendCap)
+class SpendCapAdmin(ReadOnlyAdmin):
+    list_display = ("customer", "feature", "cap", "updated_at")
+    search_fields = ("customer__external_id", "feature__slug")
+
+
+@admin.register(ProductSpendCap)
+class ProductSpendCapAdmin(ReadOnlyAdmin):
+    list_display = ("product", "feature", "cap", "updated_at")
+
+
+@admin.register(OverageRecord)
+class OverageRecordAdmin(ReadOnlyAdmin):
+    list_display = ("balance", "period_start", "period_end", "units", "unit_price", "amount", "currency", "billed")
+    list_filter = ("billed", "currency")
+
+
+@admin.register(OutboxEvent)
+class OutboxEventAdmin(ReadOnlyAdmin):
+    list_display = ("id", "type", "customer", "created_at")
+    list_filter = ("type",)
+    search_fields = ("id", "customer__external_id")
+    date_hierarchy = "created_at"

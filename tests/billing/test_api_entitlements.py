@@ -382,3 +382,14 @@ class TestCycleAndAggregates:
     def test_bad_aggregate_parameters_are_422(self, plan, params, field):
         response = plan.get(f"{API}/events/aggregate", {"customer": "c1", "feature": "tokens", **params})
         assert response.status_code == 422 and response.json()["error"]["details"][0]["field"] == field
+
+
+class TestEngineInTheAdmin:
+    def test_every_engine_changelist_renders_and_refuses_edits(self, plan, admin_client):
+        check(plan, requiredBalance=95, sendEvent=True)  # writes a usage event and a balance.low event
+        balance = Balance.objects.get(feature__slug="tokens")
+        for model in ["balance", "balancelock", "usageevent", "entity", "spendcap", "productspendcap", "overagerecord", "outboxevent"]:
+            assert admin_client.get(f"/admin/billing/{model}/").status_code == 200, model
+            assert admin_client.get(f"/admin/billing/{model}/add/").status_code == 403, model
+        page = admin_client.get(f"/admin/billing/balance/{balance.pk}/change/")
+        assert page.status_code == 200 and b"tokens" in page.content
