@@ -59,6 +59,13 @@ class TestSchemaAndDocs:
             assert response.status_code == 404
             assert response.json()["error"]["code"] == "NOT_FOUND"
 
+    def test_an_unknown_api_route_posted_with_csrf_checks_on_is_a_json_404(self):
+        from django.test import Client
+
+        response = Client(enforce_csrf_checks=True).post("/api/v1/pay/nothing-here", {}, content_type="application/json")
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "NOT_FOUND"
+
     @pytest.mark.django_db
     def test_a_wrong_method_is_a_json_405(self, sk_client):
         response = sk_client.put("/api/v1/pay/customers", {}, format="json")
