@@ -42,5 +42,10 @@ worker: $(VENV)/.run-deps
 test: $(VENV)/.test-deps
 	$(VENV)/bin/pytest -n auto -p no:cacheprovider $(PYTEST_ARGS)
 
+# Throughput and latency of the hot routes under gunicorn on a fresh PostgreSQL database;
+# writes bench/RESULTS.md. BENCH_SECONDS=5 for a quicker run (see bench/README.md).
+bench: $(VENV)/.test-deps
+	$(PY) bench/run.py
+
 clean:
 	rm -rf var $(VENV)
