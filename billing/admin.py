@@ -59,6 +59,7 @@ from billing.models import (
 from billing.services.api_keys import api_key_create, api_key_revoke
 from billing.services.audit import audit_record
 from billing.services.customers import customer_update
+from ledger.admin import ReadOnlyAdminMixin
 
 CATALOG_NOTE = (
     "The catalog is read-only here. Change it through the API (POST /api/v1/pay/products, "
@@ -125,17 +126,6 @@ class AuditedAdminMixin:
         for obj in objects:
             self.audit(request, obj, "delete", {"message": "Deleted.", "object": str(obj)})
         return entries
-
-
-class ReadOnlyAdminMixin:
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):

@@ -29,6 +29,12 @@ class ApiView(APIView):
     # shown once, such as a new key's rawKey): a replay answers them as null.
     idempotency_redact: tuple[str, ...] = ()
 
+    def validated(self, serializer_class) -> dict:
+        """The request body checked by ``serializer_class``; a 422 naming the fields otherwise."""
+        serializer = serializer_class(data=self.request.data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
     def initialize_request(self, request: HttpRequest, *args, **kwargs) -> Request:
         self._idempotency_record = None
         self.audit_target: tuple[str, str] | None = None

@@ -40,9 +40,8 @@ class ApiKeyCollectionView(ApiView):
 
     @extend_schema(operation_id="createApiKey", request=ApiKeyIn, responses={201: ApiKeyCreatedOut})
     def post(self, request):
-        data = ApiKeyIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        key, raw_key = api_key_create(**data.validated_data, now=timezone.now())
+        v = self.validated(ApiKeyIn)
+        key, raw_key = api_key_create(**v, now=timezone.now())
         self.audit_target = ("api_key", key.pk)
         body = dict(ApiKeyOut(key).data, rawKey=raw_key)
         return Response(body, status=status.HTTP_201_CREATED)

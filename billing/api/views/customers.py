@@ -90,9 +90,7 @@ class CustomerCollectionView(ApiView):
         operation_id="getOrCreateCustomer", request=CustomerIn, responses={200: CustomerOut, 201: CustomerOut}
     )
     def post(self, request):
-        data = CustomerIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
+        v = self.validated(CustomerIn)
         customer, created = customer_get_or_create(
             external_id=v["customerId"],
             name=v.get("name", ""),
@@ -125,9 +123,8 @@ class CustomerDetailView(ApiView):
     @extend_schema(operation_id="updateCustomer", request=CustomerPatchIn, responses={200: CustomerOut})
     def patch(self, request, customer_id: str):
         customer = customer_get(external_id=customer_id)
-        data = CustomerPatchIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        customer = customer_update(customer=customer, **data.validated_data, now=timezone.now())
+        v = self.validated(CustomerPatchIn)
+        customer = customer_update(customer=customer, **v, now=timezone.now())
         self.audit_target = ("customer", customer.external_id)
         return Response(render_customer(customer))
 

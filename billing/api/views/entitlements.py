@@ -70,9 +70,7 @@ class CheckView(ApiView):
 
     @extend_schema(operation_id="check", request=CheckIn, responses={200: CheckOut})
     def post(self, request):
-        data = CheckIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
+        v = self.validated(CheckIn)
         lock = v.get("lock") or {}
         if (v["send_event"] or lock.get("enabled")) and request.auth.type != "secret":
             raise PermissionDenied("sendEvent and lock need a secret key.")
@@ -120,9 +118,7 @@ class TrackView(ApiView):
 
     @extend_schema(operation_id="track", request=TrackIn, responses={200: TrackOut})
     def post(self, request):
-        data = TrackIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
+        v = self.validated(TrackIn)
         result = usage_track(
             customer_id=v["customer"], feature_slug=v["feature"], amount=v["amount"], now=timezone.now(),
             entity_id=v.get("entity_id"), idempotency_key=v.get("idempotency_key"), properties=v.get("properties"),
@@ -154,9 +150,7 @@ class FinalizeLockView(ApiView):
 
     @extend_schema(operation_id="finalizeLock", request=FinalizeIn, responses={200: FinalizeOut})
     def post(self, request):
-        data = FinalizeIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
+        v = self.validated(FinalizeIn)
         if v["action"] == "release" and "override_value" in v:
             raise ValidationFailed("overrideValue", "only with confirm")
         result = lock_finalize(lock_id=v["lock_id"], action=v["action"], override_value=v.get("override_value"), now=timezone.now())
@@ -208,9 +202,7 @@ class BalanceView(ApiView):
 
     @extend_schema(operation_id="createBalance", request=BalanceIn, responses={201: BalanceOut})
     def post(self, request):
-        data = BalanceIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
+        v = self.validated(BalanceIn)
         customer = customer_get(external_id=v["customer"])
         balance = balance_create(customer=customer, feature_slug=v["feature"], granted=v["granted"],
                                  expires_at=v.get("expires_at"), entity_id=v.get("entity_id"), now=timezone.now())
@@ -219,9 +211,7 @@ class BalanceView(ApiView):
 
     @extend_schema(operation_id="updateBalance", request=BalancePatchIn, responses={200: BalanceOut})
     def patch(self, request):
-        data = BalancePatchIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
+        v = self.validated(BalancePatchIn)
         customer = customer_get(external_id=v["customer"])
         balance = balance_update(customer=customer, feature_slug=v["feature"], usage=v.get("usage"),
                                  remaining=v.get("remaining"), entity_id=v.get("entity_id"), now=timezone.now())
@@ -248,9 +238,7 @@ class EntityCollectionView(ApiView):
     @extend_schema(operation_id="createEntity", request=EntityIn, responses={201: EntityOut})
     def post(self, request, customer_id: str):
         customer = customer_get(external_id=customer_id)
-        data = EntityIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
+        v = self.validated(EntityIn)
         entity = entity_create(customer=customer, entity_id=v["entity_id"], feature_slug=v["feature"], name=v["name"], now=timezone.now())
         self.audit_target = ("entity", f"{customer_id}/{entity.external_id}")
         return Response(EntityOut(entity).data, status=status.HTTP_201_CREATED)
@@ -312,9 +300,7 @@ class SpendCapView(ApiView):
 
     @extend_schema(operation_id="setSpendCap", request=SpendCapIn, responses={200: SpendCapOut})
     def put(self, request):
-        data = SpendCapIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
+        v = self.validated(SpendCapIn)
         customer = customer_get(external_id=v["customer"])
         spend_cap_set(customer=customer, feature_slug=v["feature"], cap=v["cap"], now=timezone.now())
         self.audit_target = ("customer", customer.external_id)
@@ -327,9 +313,7 @@ class ProductSpendCapView(ApiView):
     @extend_schema(operation_id="setProductSpendCap", request=ProductSpendCapIn, responses={200: ProductSpendCapIn})
     def put(self, request, product_id: str):
         product = product_get(id_or_slug=product_id)
-        data = ProductSpendCapIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
+        v = self.validated(ProductSpendCapIn)
         product_spend_cap_set(product=product, feature_slug=v["feature"], cap=v["cap"], now=timezone.now())
         self.audit_target = ("product", product.pk)
         return Response({"feature": v["feature"], "cap": v["cap"]})

@@ -26,10 +26,9 @@ class PortalLinkView(ApiView):
 
     @extend_schema(operation_id="portal", request=PortalIn, responses={200: PortalOut})
     def post(self, request):
-        data = PortalIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        customer = customer_get(external_id=data.validated_data["customer"])
+        v = self.validated(PortalIn)
+        customer = customer_get(external_id=v["customer"])
         now = timezone.now()
-        token = portal_token_make(customer_pk=customer.pk, return_url=data.validated_data.get("return_url", ""))
+        token = portal_token_make(customer_pk=customer.pk, return_url=v.get("return_url", ""))
         self.audit_target = ("customer", customer.external_id)
         return Response(PortalOut({"url": portal_url(token), "expiresAt": portal_expires_at(now)}).data)

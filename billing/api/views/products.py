@@ -185,9 +185,8 @@ class ProductCollectionView(ApiView):
 
     @extend_schema(operation_id="createProduct", request=ProductIn, responses={201: ProductOut})
     def post(self, request):
-        data = ProductIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        product = product_create(**data.validated_data, now=timezone.now())
+        v = self.validated(ProductIn)
+        product = product_create(**v, now=timezone.now())
         self.audit_target = ("product", product.pk)
         return Response(render_product(product_get(id_or_slug=product.pk)), status=status.HTTP_201_CREATED)
 
@@ -206,9 +205,8 @@ class ProductDetailView(ApiView):
     @extend_schema(operation_id="updateProduct", request=ProductPatchIn, responses={200: ProductOut})
     def patch(self, request, product_id: str):
         product = product_get(id_or_slug=product_id)
-        data = ProductPatchIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        product = product_update(product=product, changes=dict(data.validated_data), now=timezone.now())
+        v = self.validated(ProductPatchIn)
+        product = product_update(product=product, changes=dict(v), now=timezone.now())
         self.audit_target = ("product", product.pk)
         return Response(render_product(product_get(id_or_slug=product.pk)))
 

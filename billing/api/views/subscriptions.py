@@ -52,9 +52,7 @@ class SubscribeView(ApiView):
 
     @extend_schema(operation_id="subscribe", request=SubscribeIn, responses={200: SubscribeOut})
     def post(self, request):
-        data = SubscribeIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
+        v = self.validated(SubscribeIn)
         product = product_get(id_or_slug=v["product"])
         if any(p.amount or p.tiers for p in product.current_version.prices.all()):
             raise Conflict(
