@@ -34,7 +34,7 @@ from rest_framework import serializers
 
 from billing.api.fields import MetadataField
 from billing.api.parsers import BodyInvalid, parse_json_bytes
-from billing.errors import NotFound
+from billing.errors import BillingError, NotFound
 from billing.models import (
     ApiKey,
     AuditEvent,
@@ -59,6 +59,7 @@ from billing.models import (
 from billing.services.api_keys import api_key_create, api_key_revoke
 from billing.services.audit import audit_record
 from billing.services.customers import customer_update
+from billing.services.grants import product_attach
 from ledger.admin import ReadOnlyAdminMixin
 
 CATALOG_NOTE = (
@@ -298,6 +299,17 @@ class SubscriptionInline(ReadOnlyInline):
     ordering = ["-created_at"]
 
 
+class AttachProductForm(forms.Form):
+    note = "Free products only: paid products are attached when payment succeeds (POST /api/v1/pay/subscribe)."
+    product = forms.ModelChoiceField(queryset=Product.objects.none())
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        free = Product.objects.exclude(current_version__prices__amount__gt=0).exclude(current_version__prices__tiers__isnull=False)
+        self.fields["product"].queryset = free.order_by("name")
+        self.fields["product"].label_from_instance = lambda p: f"{p.name} ({p.slug})"
+
+
 @admin.register(Customer)
 class CustomerAdmin(AuditedAdminMixin, admin.ModelAdmin):
     admin_note = (
@@ -310,9 +322,43 @@ class CustomerAdmin(AuditedAdminMixin, admin.ModelAdmin):
     search_fields = ["external_id", "name", "email"]
     search_help_text = "External id, name or email (contains)."
     date_hierarchy = "created_at"
-    fields = ["external_id", "name", "email", "metadata", "created_at", "updated_at", "deleted_at"]
-    readonly_fields = ["external_id", "created_at", "updated_at", "deleted_at"]
+    fields = ["external_id", "name", "email", "metadata", "created_at", "updated_at", "deleted_at", "attach_link"]
+    readonly_fields = ["external_id", "created_at", "updated_at", "deleted_at", "attach_link"]
     inlines = [SubscriptionInline]
+
+    @admin.display(description="products")
+    def attach_link(self, customer):
+        if customer.pk is None or customer.deleted_at is not None:
+            return "—"
+        url = reverse("admin:billing_customer_attach", args=[quote(customer.pk)])
+        return format_html('<a href="{}">Attach a free product…</a>', url)
+
+    def get_urls(self):
+        from django.urls import path
+
+        extra = [path("<path:object_id>/attach/", self.admin_site.admin_view(self.attach_view), name="billing_customer_attach")]
+        return extra + super().get_urls()
+
+    def attach_view(self, request, object_id):
+        """Give the customer a free product through the same service as POST subscribe."""
+        customer = self.get_object(request, object_id)
+        if customer is None or customer.deleted_at is not None or not self.has_change_permission(request, customer):
+            raise PermissionDenied
+        form = AttachProductForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            product = form.cleaned_data["product"]
+            try:
+                with transaction.atomic(durable=True):
+                    product_attach(customer=customer, product=product, now=timezone.now())
+            except BillingError as exc:
+                form.add_error("product", exc.message)
+            else:
+                self.audit(request, customer, "attach", {"message": f"Attached {product.slug}.", "product": product.slug})
+                self.message_user(request, f"{product.name} attached to {customer.external_id}.", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:billing_customer_change", args=[quote(customer.pk)]))
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "form": form,
+                   "title": f"Attach a free product to {customer.external_id}", "admin_note": AttachProductForm.note}
+        return TemplateResponse(request, "admin/billing/simple_form.html", context)
 
     @admin.display(boolean=True, description="live", ordering="deleted_at")
     def is_live(self, customer):

@@ -393,3 +393,24 @@ class TestEngineInTheAdmin:
             assert admin_client.get(f"/admin/billing/{model}/add/").status_code == 403, model
         page = admin_client.get(f"/admin/billing/balance/{balance.pk}/change/")
         assert page.status_code == 200 and b"tokens" in page.content
+
+
+class TestStaffAttach:
+    def test_staff_attach_a_free_product_through_the_service_and_it_is_audited(self, sk_client, admin_client):
+        make_product(sk_client)
+        make_product(sk_client, "pro", prices=[{"type": "recurring", "amount": 2900}])
+        sk_client.post(f"{API}/customers", {"customerId": "c1"}, format="json")
+        from billing.models import AuditEvent, Customer, Product
+
+        customer = Customer.objects.get(external_id="c1")
+        url = f"/admin/billing/customer/{customer.pk}/attach/"
+        page = admin_client.get(url).content.decode()
+        assert "Plan (plan)" in page and "(pro)" not in page  # paid products are not offered
+        response = admin_client.post(url, {"product": Product.objects.get(slug="plan").pk})
+        assert response.status_code == 302
+        assert balance_of(sk_client)["granted"] == 100
+        event = AuditEvent.objects.get(actor_type="staff", action__contains="attach")
+        assert event.target_id == "c1"
+        again = admin_client.post(url, {"product": Product.objects.get(slug="plan").pk})
+        assert again.status_code == 200 and b"already has this product" in again.content
+        assert balance_of(sk_client)["granted"] == 100
