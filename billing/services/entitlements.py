@@ -9,6 +9,7 @@ Python. Nothing here sums usage events.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -208,8 +209,10 @@ def usage_track(
             prior = UsageEvent.objects.filter(customer_id=balance.customer_id, idempotency_key=idempotency_key).first()
             if prior is not None:
                 return _replay(prior, balance)
+        # A savepoint only when a duplicate key can make the insert fail.
+        guard = transaction.atomic() if idempotency_key is not None else nullcontext()
         try:
-            with transaction.atomic():
+            with guard:
                 if amount >= 0:
                     _conditional(_TRACK_SQL, balance=balance, amount=amount, now=now)
                     before = balance.remaining + amount
@@ -223,6 +226,8 @@ def usage_track(
                 event = usage_record(balance=balance, amount=recorded, now=now, timestamp=timestamp,
                                 idempotency_key=idempotency_key, properties=properties)
         except IntegrityError:
+            if idempotency_key is None:
+                raise
             # The same idempotency key committed by a concurrent request.
             prior = UsageEvent.objects.get(customer_id=balance.customer_id, idempotency_key=idempotency_key)
             return _replay(prior, balance)
