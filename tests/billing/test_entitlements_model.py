@@ -237,7 +237,9 @@ class EntitlementsModel(RuleBasedStateMachine):
         if self._seen is None:
             response = self.client.get(f"{API}/customers/{self.customer}")
             assert response.status_code == 200, response.content
-            balance = Balance.objects.get(customer__external_id=self.customer, feature__slug=self.feature, entity__isnull=True)
+            balance = Balance.objects.get(
+                customer__external_id=self.customer, feature__slug=self.feature, entity__isnull=True
+            )
             self._seen = {
                 "wire": response.json()["balances"].get(self.feature),
                 "row": balance,
@@ -263,10 +265,12 @@ class EntitlementsModel(RuleBasedStateMachine):
         self.post("products", {"name": "Plan", "slug": self.plan, "features": [
             {"slug": self.feature, "type": "metered", "allowance": PLAN_ALLOWANCE, "resetInterval": "day"}]}, 201)
         self.post("products", {"name": "Top-up", "slug": self.topup, "prices": [{"type": "one_off", "amount": 0}],
-                               "features": [{"slug": self.feature, "type": "metered", "allowance": TOPUP_ALLOWANCE}]}, 201)
+                               "features": [{"slug": self.feature, "type": "metered", "allowance": TOPUP_ALLOWANCE}]},
+                  201)
         self.post("customers", {"customerId": self.customer}, (200, 201))
         self.post("subscribe", {"customer": self.customer, "product": self.plan})
-        anchor = Subscription.objects.get(customer__external_id=self.customer, product__slug=self.plan).current_period_start
+        subscription = Subscription.objects.get(customer__external_id=self.customer, product__slug=self.plan)
+        anchor = subscription.current_period_start
         self.model = Model(anchor=anchor)
         self.model.add_bucket(kind="plan", granted=PLAN_ALLOWANCE, next_reset_at=anchor + DAY)
         self.changed()
@@ -385,10 +389,11 @@ class EntitlementsModel(RuleBasedStateMachine):
         if self.model is None:
             return
         m, row = self.model, self.seen()["row"]
-        assert (row.granted, row.usage, row.reserved, row.overage, row.remaining) == (
-            m.granted, m.usage, m.reserved, m.overage, m.remaining), (
-            f"service granted/usage/reserved/overage/remaining = {(row.granted, row.usage, row.reserved, row.overage, row.remaining)}, "
-            f"model = {(m.granted, m.usage, m.reserved, m.overage, m.remaining)}")
+        got = (row.granted, row.usage, row.reserved, row.overage, row.remaining)
+        want = (m.granted, m.usage, m.reserved, m.overage, m.remaining)
+        assert got == want, (
+            f"balance row (granted, usage, reserved, overage, remaining)\n service: {got}\n model:   {want}"
+        )
 
     @invariant()
     def buckets_match(self):
@@ -396,7 +401,9 @@ class EntitlementsModel(RuleBasedStateMachine):
             return
         got = [(b.kind, b.granted, b.consumed, b.active, b.next_reset_at, b.expires_at) for b in self.seen()["buckets"]]
         want = [(b.kind, b.granted, b.consumed, b.active, b.next_reset_at, b.expires_at) for b in self.model.buckets]
-        assert got == want, f"buckets (kind, granted, consumed, active, next_reset_at, expires_at)\n service: {got}\n model:   {want}"
+        assert got == want, (
+            f"buckets (kind, granted, consumed, active, next_reset_at, expires_at)\n service: {got}\n model:   {want}"
+        )
 
     @invariant()
     def locks_match(self):
