@@ -205,18 +205,13 @@ class PriceInline(ReadOnlyInline):
     show_change_link = False
 
 
+# What a product version grants of a feature, as shown in both product-feature views.
+PRODUCT_FEATURE_TERMS = ["allowance_type", "allowance", "reset_interval", "overage_allowed", "overage_price", "per_entity"]
+
+
 class ProductFeatureInline(ReadOnlyInline):
     model = ProductFeature
-    fields = [
-        "position",
-        "feature",
-        "allowance_type",
-        "allowance",
-        "reset_interval",
-        "overage_allowed",
-        "overage_price",
-        "per_entity",
-    ]
+    fields = ["position", "feature", *PRODUCT_FEATURE_TERMS]
     show_change_link = False
 
 
@@ -244,17 +239,7 @@ class PriceAdmin(ReadOnlyAdmin):
 @admin.register(ProductFeature)
 class ProductFeatureAdmin(ReadOnlyAdmin):
     admin_note = CATALOG_NOTE
-    list_display = [
-        "id",
-        "version",
-        "feature",
-        "allowance_type",
-        "allowance",
-        "reset_interval",
-        "overage_allowed",
-        "overage_price",
-        "per_entity",
-    ]
+    list_display = ["id", "version", "feature", *PRODUCT_FEATURE_TERMS]
     list_filter = ["allowance_type", "reset_interval", "overage_allowed", "per_entity", "feature"]
     search_fields = ["=version__id", "version__product__slug", "feature__slug"]
     list_select_related = ["version", "feature"]

@@ -60,8 +60,8 @@ def decide(balance: Balance | None, required: int) -> str:
 
 _DEDUCT_SQL = """
 UPDATE billing_balance
-   SET usage = usage + %s, updated_at = %s
- WHERE id = %s AND included AND (unlimited OR granted - usage - reserved >= %s)
+   SET usage = usage + %(n)s, updated_at = %(now)s
+ WHERE id = %(id)s AND included AND (unlimited OR granted - usage - reserved >= %(n)s)
 RETURNING granted, usage, reserved, overage, unlimited, low_notified
 """
 
@@ -69,26 +69,25 @@ RETURNING granted, usage, reserved, overage, unlimited, low_notified
 # (In SET, ``usage`` is the old value on both PostgreSQL and SQLite.)
 _TRACK_SQL = """
 UPDATE billing_balance
-   SET usage = usage + %s,
-       overage = CASE WHEN unlimited THEN 0 WHEN usage + %s > granted THEN usage + %s - granted ELSE 0 END,
-       updated_at = %s
- WHERE id = %s
+   SET usage = usage + %(n)s,
+       overage = CASE WHEN unlimited THEN 0 WHEN usage + %(n)s > granted THEN usage + %(n)s - granted ELSE 0 END,
+       updated_at = %(now)s
+ WHERE id = %(id)s
 RETURNING granted, usage, reserved, overage, unlimited, low_notified
 """
 
 _RESERVE_SQL = """
 UPDATE billing_balance
-   SET reserved = reserved + %s, updated_at = %s
- WHERE id = %s AND included AND (unlimited OR granted - usage - reserved >= %s)
+   SET reserved = reserved + %(n)s, updated_at = %(now)s
+ WHERE id = %(id)s AND included AND (unlimited OR granted - usage - reserved >= %(n)s)
 RETURNING granted, usage, reserved, overage, unlimited, low_notified
 """
 
 
 def _conditional(sql: str, *, balance: Balance, amount: int, now: datetime) -> bool:
     """Run a conditional UPDATE; on success refresh ``balance`` from RETURNING."""
-    params = [amount, amount, amount, now, balance.pk] if sql is _TRACK_SQL else [amount, now, balance.pk, amount]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, {"n": amount, "now": now, "id": balance.pk})
         row = cursor.fetchone()
     if row is None:
         return False
@@ -146,7 +145,8 @@ def entitlement_check(
     ValidationFailed (lock expiry)."""
     balance = balance_lookup(customer_id=customer_id, feature_slug=feature_slug, entity_id=entity_id)
     if not send_event and not lock:
-        return CheckResult(allowed=decide(balance, required) == OK, code=decide(balance, required), balance=balance)
+        code = decide(balance, required)
+        return CheckResult(allowed=code == OK, code=code, balance=balance)
     if balance is None or not balance.included:
         return CheckResult(allowed=False, code=NOT_INCLUDED, balance=balance)
     if lock:
