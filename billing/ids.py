@@ -28,3 +28,23 @@ def new_id_psub() -> str:
 
 def new_id_paud() -> str:
     return new_id("paud")
+
+
+def new_id_pinv() -> str:
+    return new_id("pinv")
+
+
+def new_id_ppay() -> str:
+    return new_id("ppay")
+
+
+def new_id_ppm() -> str:
+    return new_id("ppm")
+
+
+def new_id_pcs() -> str:
+    return new_id("pcs")
+
+
+def new_id_pcpn() -> str:
+    return new_id("pcpn")

@@ -6,7 +6,11 @@ state on the locked row. On the hot path prefer one conditional UPDATE.
 
 from __future__ import annotations
 
-from billing.models import Balance, BalanceLock, Customer, Product
+from contextlib import contextmanager
+
+from django.db import connection
+
+from billing.models import Balance, BalanceLock, Coupon, Customer, Invoice, Product, Subscription
 
 
 def lock_customer(*, pk: int) -> Customer:
@@ -38,3 +42,42 @@ def lock_balances(*, pks: list[int]) -> list[Balance]:
 
 def lock_balance_lock(*, lock_id: str) -> BalanceLock | None:
     return BalanceLock.objects.select_for_update().filter(pk=lock_id).first()
+
+
+# Advisory-lock namespace of per-customer billing work ("BILL").
+CUSTOMER_BILLING_LOCK_CLASS = 0x42494C4C
+
+
+@contextmanager
+def customer_billing_lock(*, customer_id: int):
+    """Serialise every billing operation of one customer (subscribe, change,
+    cancel, renew, refund, top-up, dunning retry) across processes.
+
+    A PostgreSQL session-level advisory lock, held across the gateway call
+    that happens between the operation's transactions, so two operations on
+    one customer can never both charge. Re-entrant within one connection. A
+    no-op on SQLite, whose writers are serialised by the database file lock.
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    key = (CUSTOMER_BILLING_LOCK_CLASS, customer_id % 2**31)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s, %s)", key)
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+
+
+def lock_subscription(*, pk: str) -> Subscription:
+    return Subscription.objects.select_for_update().get(pk=pk)
+
+
+def lock_invoice(*, pk: str) -> Invoice:
+    return Invoice.objects.select_for_update().get(pk=pk)
+
+
+def lock_coupon(*, pk: str) -> Coupon:
+    return Coupon.objects.select_for_update().get(pk=pk)

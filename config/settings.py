@@ -179,6 +179,18 @@ SPECTACULAR_SETTINGS = {
 # --- Billing --------------------------------------------------------------
 BILLING_DEFAULT_CURRENCY = env.str("BILLING_DEFAULT_CURRENCY", default="usd").lower()
 BILLING_CREDITS_FEATURE = env.str("BILLING_CREDITS_FEATURE", default="credits")
+
+# Payments. BILLING_GATEWAY: "test" (offline, the default) or "stripe".
+BILLING_GATEWAY = env.str("BILLING_GATEWAY", default="test")
+STRIPE_API_KEY = env.str("STRIPE_API_KEY", default="")
+# Point the stripe library elsewhere (localstripe in the tests): e.g. http://127.0.0.1:8420
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+# Dunning: a failed renewal is retried this many days after the failure, then the next, …;
+# after the last retry fails the invoice is uncollectible and the subscription lapses.
+BILLING_DUNNING_RETRY_DAYS = env.list("BILLING_DUNNING_RETRY_DAYS", cast=int, default=[1, 3, 5])
+BILLING_CHECKOUT_TTL_SECONDS = env.int("BILLING_CHECKOUT_TTL_SECONDS", default=24 * 3600)
+BILLING_INVOICE_PREFIX = env.str("BILLING_INVOICE_PREFIX", default="INV")
 IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=24 * 3600)
 PORTAL_LINK_TTL_SECONDS = env.int("PORTAL_LINK_TTL_SECONDS", default=3600)
 

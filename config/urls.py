@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("portal/", include("portal.urls")),
+    path("checkout/", include("portal.checkout")),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     # Anything else under /api/ is a JSON 404, in DEBUG too (handler404 is not used then).

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from billing.api.views import api_keys, audit, customers, entitlements, ledger, ping, portal, products, subscriptions
+from billing.api.views import api_keys, audit, customers, entitlements, invoices, ledger, ping, portal, products, subscriptions
 
 urlpatterns = [
     path("ping", ping.PingView.as_view(), name="ping"),
@@ -14,7 +14,15 @@ urlpatterns = [
     path("balances", entitlements.BalanceView.as_view(), name="balances"),
     path("spend-caps", entitlements.SpendCapView.as_view(), name="spend-caps"),
     path("events/aggregate", entitlements.AggregateEventsView.as_view(), name="events-aggregate"),
+    path("customers/<str:customer_id>/payment-methods", invoices.PaymentMethodView.as_view(), name="payment-methods"),
     path("subscribe", subscriptions.SubscribeView.as_view(), name="subscribe"),
+    path("preview-attach", subscriptions.PreviewAttachView.as_view(), name="preview-attach"),
+    path("subscriptions", subscriptions.SubscriptionListView.as_view(), name="subscriptions"),
+    path("subscriptions/update", subscriptions.UpdateSubscriptionView.as_view(), name="subscriptions-update"),
+    path("subscriptions/preview-update", subscriptions.PreviewUpdateView.as_view(), name="subscriptions-preview-update"),
+    path("cancel", subscriptions.CancelView.as_view(), name="cancel"),
+    path("invoices", invoices.InvoiceListView.as_view(), name="invoices"),
+    path("invoices/<str:invoice_id>", invoices.InvoiceDetailView.as_view(), name="invoice-detail"),
     path("products", products.ProductCollectionView.as_view(), name="products"),
     path("products/<str:product_id>/spend-cap", entitlements.ProductSpendCapView.as_view(), name="product-spend-cap"),
     path("products/<str:product_id>", products.ProductDetailView.as_view(), name="product-detail"),

@@ -15,6 +15,8 @@ class Customer(models.Model):
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # The payment gateway's id for this customer (a Stripe cus_…), made on first need.
+    gateway_ref = models.CharField(max_length=255, blank=True, default="")
 
     class Meta:
         constraints = [

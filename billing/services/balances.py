@@ -198,19 +198,8 @@ def buckets_reset_due(*, now: datetime) -> int:
             if not buckets:
                 continue
             closing = min(b.next_reset_at for b in buckets)
-            if balance.overage and balance.overage_price is not None and balance.overage_allowed:
-                OverageRecord.objects.get_or_create(
-                    balance=balance,
-                    period_end=closing,
-                    defaults={
-                        "period_start": min((b.period_start for b in buckets if b.period_start), default=None),
-                        "units": balance.overage,
-                        "unit_price": balance.overage_price,
-                        "amount": balance.overage * balance.overage_price,
-                        "currency": balance.currency,
-                        "created_at": now,
-                    },
-                )
+            overage_keep(balance=balance, period_start=min((b.period_start for b in buckets if b.period_start), default=None),
+                         period_end=closing, now=now)
             balance.usage -= sum(b.consumed for b in buckets) + balance.overage
             balance.overage = 0
             for bucket in buckets:
@@ -219,6 +208,25 @@ def buckets_reset_due(*, now: datetime) -> int:
                 done += 1
             balance_recompute(balance=balance, now=now)
     return done
+
+
+def overage_keep(*, balance: Balance, period_start: datetime | None, period_end: datetime, now: datetime) -> None:
+    """Keep a closing period's overage (units beyond the allowance at the
+    overage price) as an OverageRecord for the period-end invoice; once per
+    balance and period end. The caller holds the balance row."""
+    if balance.overage and balance.overage_price is not None and balance.overage_allowed:
+        OverageRecord.objects.get_or_create(
+            balance=balance,
+            period_end=period_end,
+            defaults={
+                "period_start": period_start,
+                "units": balance.overage,
+                "unit_price": balance.overage_price,
+                "amount": balance.overage * balance.overage_price,
+                "currency": balance.currency,
+                "created_at": now,
+            },
+        )
 
 
 def bucket_next_period(bucket: BalanceBucket, now: datetime) -> tuple[datetime, datetime | None]:

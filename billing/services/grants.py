@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from billing.errors import Conflict, NotFound, ValidationFailed
@@ -42,7 +43,7 @@ def _effective_cap(*, customer: Customer, feature: Feature, product: Product | N
     return ProductSpendCap.objects.filter(product=product, feature=feature).values_list("cap", flat=True).first()
 
 
-def _grant_plan_feature(*, customer, pf: ProductFeature, product: Product, subscription: Subscription | None,
+def plan_feature_grant(*, customer, pf: ProductFeature, product: Product, subscription: Subscription | None,
                         entity: Entity | None, now: datetime, quantity: int) -> None:
     """One product feature's bucket: a plan allowance (resetting) under a
     subscription, or top-up units of a one-off product (no subscription)."""
@@ -95,16 +96,31 @@ def product_attach(*, customer: Customer, product: Product, now: datetime, quant
             recurring = version.prices.filter(type="recurring").order_by("position").first()
             subscription = Subscription.objects.create(
                 customer=customer, product=product, version=version, status=Subscription.Status.ACTIVE,
-                quantity=quantity, current_period_start=now,
+                quantity=quantity, current_period_start=now, slot=subscription_slot(product),
                 current_period_end=add_interval(now, recurring.billing_interval) if recurring else None,
-                created_at=now,
+                billing_interval=recurring.billing_interval if recurring else "",
+                currency=recurring.currency if recurring else settings.BILLING_DEFAULT_CURRENCY,
+                created_at=now, updated_at=now,
             )
-        entities = list(Entity.objects.filter(customer=customer, deleted_at__isnull=True))
-        for pf in version.features.select_related("feature"):
-            for entity in entities if pf.per_entity else [None]:
-                _grant_plan_feature(customer=customer, pf=pf, product=product, subscription=subscription,
-                                    entity=entity, now=now, quantity=quantity)
+        version_grant(customer=customer, product=product, version=version, subscription=subscription,
+                      quantity=quantity, now=now)
     return subscription
+
+
+def subscription_slot(product: Product) -> str:
+    """The slot a subscription to ``product`` takes (see Subscription.slot)."""
+    return f"group:{product.group}" if product.group and not product.is_add_on else f"product:{product.pk}"
+
+
+def version_grant(*, customer: Customer, product: Product, version, subscription: Subscription | None,
+                  quantity: int, now: datetime) -> None:
+    """Every feature bucket of a product version: plan allowances under a
+    subscription, top-ups without one (a one-off product)."""
+    entities = list(Entity.objects.filter(customer=customer, deleted_at__isnull=True))
+    for pf in version.features.select_related("feature"):
+        for entity in entities if pf.per_entity else [None]:
+            plan_feature_grant(customer=customer, pf=pf, product=product, subscription=subscription,
+                               entity=entity, now=now, quantity=quantity)
 
 
 def auto_enable_products(*, customer: Customer, now: datetime) -> list[Subscription]:
@@ -173,7 +189,7 @@ def entity_create(*, customer: Customer, entity_id: str, feature_slug: str, name
         usage_record(balance=seats, amount=1, now=now, properties={"entityId": entity_id})
         for sub in Subscription.objects.filter(customer=customer, status__in=Subscription.LIVE_STATUSES).select_related("product", "version"):
             for pf in sub.version.features.filter(per_entity=True).select_related("feature"):
-                _grant_plan_feature(customer=customer, pf=pf, product=sub.product, subscription=sub, entity=entity, now=now, quantity=1)
+                plan_feature_grant(customer=customer, pf=pf, product=sub.product, subscription=sub, entity=entity, now=now, quantity=1)
     return entity
 
 

@@ -69,12 +69,6 @@ class TestAttachAndCustomer:
         response = plan.post(f"{API}/subscribe", {"customer": "c1", "product": "plan"}, format="json")
         assert response.status_code == 409
 
-    def test_a_paid_product_cannot_be_subscribed_until_payments_exist(self, sk_client):
-        make_product(sk_client, "pro", prices=[{"type": "recurring", "amount": 2900}])
-        response = sk_client.post(f"{API}/subscribe", {"customer": "c1", "product": "pro"}, format="json")
-        assert response.status_code == 409
-        assert response.json()["error"]["details"]["reason"] == "payment_not_available"
-
     def test_auto_enable_products_attach_when_a_customer_is_created(self, sk_client):
         make_product(sk_client, "free", autoEnable=True)
         sk_client.post(f"{API}/customers", {"customerId": "new"}, format="json")

@@ -67,7 +67,7 @@ class CustomerListOut(serializers.Serializer):
 
 
 def render_customer(customer) -> dict:
-    """The wire form. Payment methods arrive with the gateways."""
+    """The wire form."""
     balances, flags = customer_balances(customer=customer)
     view = {
         "external_id": customer.external_id,
@@ -77,7 +77,10 @@ def render_customer(customer) -> dict:
         "subscriptions": customer_subscriptions(customer=customer),
         "balances": balances,
         "flags": flags,
-        "paymentMethods": [],
+        "paymentMethods": [
+            {"id": pm.pk, "gateway": pm.gateway, "brand": pm.brand, "last4": pm.last4, "isDefault": pm.is_default}
+            for pm in customer.payment_methods.all()
+        ],
         "created_at": customer.created_at,
     }
     return CustomerOut(view).data

@@ -1,0 +1,214 @@
+"""Collecting money: saved cards, charging an invoice through the gateway,
+hosted checkout sessions, 3-D Secure, refunds.
+
+A gateway call is a network call, so it never runs inside a transaction:
+an attempt is claimed first (a conditional UPDATE of ``invoice.attempts``
+that only one caller wins), the gateway is called with an idempotency key
+derived from the invoice id and attempt number, and the outcome is recorded,
+with its ledger entry and its effect, in one durable transaction. Callers
+hold ``customer_billing_lock`` around the whole sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+
+from billing.errors import Conflict, NotFound, ValidationFailed
+from billing.gateways import ChargeResult, gateway_get
+from billing.locks import customer_billing_lock, lock_customer, lock_invoice
+from billing.models import CheckoutSession, Customer, Invoice, Payment, PaymentMethod, Subscription
+from billing.services.events import event_emit
+from billing.services.fulfilment import invoice_paid_apply, subscription_activate
+from billing.services.invoices import payment_record, payment_settle, refund_record
+
+
+@dataclass
+class Collection:
+    """The outcome of one attempt to collect an invoice."""
+
+    status: str  # succeeded | failed | requires_action | no_payment_method | not_due
+    payment: Payment | None = None
+    subscription: Subscription | None = None
+    failure_code: str = ""
+
+
+def customer_gateway_ref(customer: Customer) -> str:
+    return customer.gateway_ref
+
+
+def payment_method_default(customer: Customer) -> PaymentMethod | None:
+    return PaymentMethod.objects.filter(customer=customer, is_default=True).first()
+
+
+def payment_method_attach(*, customer: Customer, payment_method: str, now: datetime) -> PaymentMethod:
+    """Save a card at the gateway and make it the customer's default.
+    Raises ValidationFailed (unknown card), GatewayError."""
+    gateway = gateway_get()
+    ref = gateway_customer_ensure(customer=customer, now=now)
+    card = gateway.payment_method_attach(customer_ref=ref, payment_method=payment_method)
+    with transaction.atomic():
+        lock_customer(pk=customer.pk)
+        PaymentMethod.objects.filter(customer=customer, is_default=True).update(is_default=False)
+        return PaymentMethod.objects.create(
+            customer=customer, gateway=gateway.name, gateway_id=card.gateway_id, brand=card.brand, last4=card.last4,
+            is_default=True, created_at=now,
+        )
+
+
+def gateway_customer_ensure(*, customer: Customer, now: datetime) -> str:
+    """The gateway's id for the customer, made once (a gateway without customers answers "")."""
+    gateway = gateway_get()
+    ensure = getattr(gateway, "customer_ensure", None)
+    if ensure is None:
+        return ""
+    ref = customer_gateway_ref(customer)
+    if ref:
+        return ref
+    ref = ensure(customer_id=customer.pk, email=customer.email, name=customer.name)
+    Customer.objects.filter(pk=customer.pk, gateway_ref="").update(gateway_ref=ref)
+    customer.refresh_from_db(fields=["gateway_ref"])
+    return customer.gateway_ref
+
+
+def invoice_collect(*, invoice: Invoice, now: datetime, payment_method: PaymentMethod | None = None) -> Collection:
+    """Charge an open invoice once with the customer's default card (or the one given).
+
+    Raises nothing for a declined card: the outcome is in the result. Two
+    concurrent callers cannot both charge: only one wins the attempt claim.
+    """
+    pm = payment_method or payment_method_default(invoice.customer)
+    if pm is None:
+        return Collection(status="no_payment_method")
+    attempt = invoice.attempts + 1
+    claimed = Invoice.objects.filter(pk=invoice.pk, status=Invoice.Status.OPEN, attempts=invoice.attempts).update(attempts=attempt)
+    if not claimed:
+        return Collection(status="not_due")
+    invoice.attempts = attempt
+    key = f"{invoice.pk}:charge:{attempt}"
+    gateway = gateway_get(pm.gateway)
+    result: ChargeResult = gateway.charge(
+        customer_ref=customer_gateway_ref(invoice.customer), payment_method=pm.gateway_id, amount=invoice.total,
+        currency=invoice.currency, idempotency_key=key, description=f"Invoice {invoice.number}",
+    )
+    with transaction.atomic(durable=True):
+        locked = lock_invoice(pk=invoice.pk)
+        if locked.status != Invoice.Status.OPEN:
+            return Collection(status="not_due")
+        payment = payment_record(invoice=locked, status=result.status, gateway=gateway.name, ref=result.ref,
+                                 idempotency_key=key, failure_code=result.failure_code, now=now)
+        sub = invoice_paid_apply(invoice=locked, now=now) if result.status == "succeeded" else None
+    invoice.refresh_from_db()
+    return Collection(status=result.status, payment=payment, subscription=sub, failure_code=result.failure_code)
+
+
+def checkout_create(*, customer: Customer, now: datetime, invoice: Invoice | None = None,
+                    subscription: Subscription | None = None, payment: Payment | None = None,
+                    success_url: str = "", cancel_url: str = "") -> CheckoutSession:
+    """A hosted page to pay ``invoice`` (or, with no invoice, to save a card and
+    start ``subscription``'s trial); with ``payment``, to complete its 3-D Secure."""
+    return CheckoutSession.objects.create(
+        customer=customer, invoice=invoice, subscription=subscription, payment=payment, success_url=success_url,
+        cancel_url=cancel_url, expires_at=now + timedelta(seconds=settings.BILLING_CHECKOUT_TTL_SECONDS), created_at=now,
+    )
+
+
+def checkout_url(session: CheckoutSession) -> str:
+    return f"{settings.PUBLIC_BASE_URL}/checkout/{session.pk}/"
+
+
+def _open_session(session_id: str, now: datetime) -> CheckoutSession:
+    session = CheckoutSession.objects.select_related("invoice", "customer", "subscription", "payment").filter(pk=session_id).first()
+    if session is None:
+        raise NotFound("checkout session", session_id)
+    if session.status != CheckoutSession.Status.OPEN:
+        raise Conflict("This checkout is finished.", details={"status": session.status})
+    if session.expires_at <= now:
+        raise Conflict("This checkout has expired.", details={"status": "expired"})
+    return session
+
+
+def checkout_pay(*, session_id: str, payment_method: str, now: datetime) -> Collection:
+    """Pay a checkout with a card (its gateway payment-method id): save it as the
+    default and charge the invoice, or, for a trial, start the trial.
+    Raises NotFound, Conflict (finished or expired), ValidationFailed (card)."""
+    session = _open_session(session_id, now)
+    with customer_billing_lock(customer_id=session.customer_id):
+        session = _open_session(session_id, now)
+        pm = payment_method_attach(customer=session.customer, payment_method=payment_method, now=now)
+        if session.invoice is None:
+            with transaction.atomic(durable=True):
+                sub = Subscription.objects.select_for_update().get(pk=session.subscription_id)
+                if sub.status == Subscription.Status.INCOMPLETE:
+                    subscription_activate(sub=sub, now=now, trial_days=sub.version.free_trial_days)
+                _session_close(session, now)
+            return Collection(status="succeeded", subscription=sub)
+        result = invoice_collect(invoice=session.invoice, now=now, payment_method=pm)
+        with transaction.atomic(durable=True):
+            if result.status == "succeeded":
+                _session_close(session, now)
+            elif result.status == "requires_action":
+                CheckoutSession.objects.filter(pk=session.pk).update(payment=result.payment)
+        return result
+
+
+def checkout_confirm(*, session_id: str, succeed: bool, now: datetime) -> Collection:
+    """Complete (or fail) the 3-D Secure step of a checkout's waiting payment."""
+    session = _open_session(session_id, now)
+    if session.payment is None or session.payment.status != Payment.Status.REQUIRES_ACTION:
+        raise Conflict("Nothing waits for 3-D Secure here.", details={"checkout": session_id})
+    with customer_billing_lock(customer_id=session.customer_id):
+        payment = session.payment
+        result = gateway_get(payment.gateway).confirm(ref=payment.gateway_ref, succeed=succeed)
+        with transaction.atomic(durable=True):
+            invoice = lock_invoice(pk=payment.invoice_id)
+            fresh = Payment.objects.select_for_update().get(pk=payment.pk)
+            if fresh.status != Payment.Status.REQUIRES_ACTION or invoice.status != Invoice.Status.OPEN:
+                raise Conflict("This payment is settled.", details={"payment": payment.pk})
+            payment_settle(payment=fresh, status=result.status, failure_code=result.failure_code, now=now)
+            sub = None
+            if result.status == "succeeded":
+                sub = invoice_paid_apply(invoice=invoice, now=now)
+                _session_close(session, now)
+            else:
+                CheckoutSession.objects.filter(pk=session.pk).update(payment=None)
+        return Collection(status=result.status, payment=fresh, subscription=sub, failure_code=result.failure_code)
+
+
+def _session_close(session: CheckoutSession, now: datetime) -> None:
+    CheckoutSession.objects.filter(pk=session.pk).update(status=CheckoutSession.Status.COMPLETE)
+    session.status = CheckoutSession.Status.COMPLETE
+
+
+def invoice_refund(*, invoice: Invoice, amount: int, now: datetime, reason: str) -> Payment | None:
+    """Refund ``amount`` of a paid invoice to the card it was paid with. Joins no
+    transaction: the gateway is called first, then the refund recorded."""
+    if amount <= 0:
+        return None
+    charge = invoice.payments.filter(kind=Payment.Kind.CHARGE, status=Payment.Status.SUCCEEDED).first()
+    if charge is None:
+        raise Conflict("The invoice has no payment to refund.", details={"invoice": invoice.pk})
+    n = invoice.payments.filter(kind=Payment.Kind.REFUND).count() + 1
+    key = f"{invoice.pk}:refund:{n}"
+    gateway = gateway_get(charge.gateway)
+    ref = gateway.refund(ref=charge.gateway_ref, amount=amount, idempotency_key=key)
+    with transaction.atomic(durable=True):
+        locked = lock_invoice(pk=invoice.pk)
+        payment = refund_record(invoice=locked, amount=amount, gateway=gateway.name, ref=ref, idempotency_key=key, now=now)
+        event_emit(type="payment.refunded", customer_id=invoice.customer_id,
+                   data={"invoiceId": invoice.pk, "paymentId": payment.pk, "amount": amount, "reason": reason}, now=now)
+    return payment
+
+
+def card_number_payment_method(number: str) -> str:
+    """The test gateway's payment method for a test card number typed on the checkout page."""
+    from billing.gateways.test import card_number_to_payment_method
+
+    pm = card_number_to_payment_method(number)
+    if pm is None:
+        raise ValidationFailed("cardNumber", "use a test card: 4242 4242 4242 4242, 4000 0000 0000 0002 or 4000 0027 6000 3184")
+    return pm
+

@@ -1,0 +1,83 @@
+"""Shared helpers of the subscription and invoicing tests (HTTP only)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.core.management import call_command
+from django.db.models import Sum
+
+from billing.models import Invoice, Payment
+from ledger import accounts
+from ledger.models import Line
+from ledger.selectors import trial_balance
+
+API = "/api/v1/pay"
+
+
+def make_product(client, slug, amount=0, interval="month", group="plans", features=None, **extra):
+    prices = []
+    if amount is not None and (amount or extra.get("tiers")):
+        price = {"type": "recurring", "amount": amount, "billingInterval": interval}
+        if extra.get("tiers"):
+            price["tiers"] = extra.pop("tiers")
+            price["tiersMode"] = extra.pop("tiersMode", "graduated")
+        prices = [price]
+    body = {"name": slug.title(), "slug": slug, "group": group, "prices": prices,
+            "features": features if features is not None else [
+                {"slug": "tokens", "type": "metered", "allowance": 1000, "resetInterval": "billing_period"}],
+            **extra}
+    response = client.post(f"{API}/products", body, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def make_topup(client, slug="credits-pack", amount=500, allowance=100):
+    body = {"name": "Credits", "slug": slug, "prices": [{"type": "one_off", "amount": amount}],
+            "features": [{"slug": "tokens", "type": "metered", "allowance": allowance}]}
+    response = client.post(f"{API}/products", body, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def add_card(client, customer="c1", pm="pm_card_visa"):
+    client.post(f"{API}/customers", {"customerId": customer}, format="json")
+    response = client.post(f"{API}/customers/{customer}/payment-methods", {"paymentMethod": pm}, format="json")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def subscribe(client, product, customer="c1", expect=200, **extra):
+    response = client.post(f"{API}/subscribe", {"customer": customer, "product": product, **extra}, format="json")
+    assert response.status_code == expect, response.content
+    return response.json()
+
+
+def cycle(now: datetime) -> None:
+    call_command("run_billing_cycle", "--now", now.isoformat())
+
+
+def account_balance(code: str) -> int:
+    """Debit minus credit of one account."""
+    lines = Line.objects.filter(account_id=code)
+    debit = lines.filter(side="debit").aggregate(s=Sum("amount"))["s"] or 0
+    credit = lines.filter(side="credit").aggregate(s=Sum("amount"))["s"] or 0
+    return debit - credit
+
+
+def assert_books_reconcile() -> None:
+    """The trial balance is level, and the ledger agrees with the invoices and payments:
+    Receivable = unpaid part of open invoices; Cash = charges - refunds;
+    Revenue = Σ subtotals of issued (not void) invoices."""
+    tb = trial_balance()
+    assert tb.total_debit == tb.total_credit, f"trial balance off: {tb.total_debit} != {tb.total_credit}"
+    open_unpaid = sum(i.total - i.amount_paid for i in Invoice.objects.filter(status="open"))
+    assert account_balance(accounts.RECEIVABLE) == open_unpaid
+    charged = Payment.objects.filter(kind="charge", status="succeeded").aggregate(s=Sum("amount"))["s"] or 0
+    refunded = Payment.objects.filter(kind="refund", status="succeeded").aggregate(s=Sum("amount"))["s"] or 0
+    assert account_balance(accounts.CASH) == charged - refunded
+    issued = Invoice.objects.exclude(status="void")
+    assert -account_balance(accounts.REVENUE) == sum(i.subtotal for i in issued)
+    assert account_balance(accounts.DISCOUNTS) == sum(i.discount for i in issued)
+    written_off = sum(i.total - i.amount_paid for i in Invoice.objects.filter(status="uncollectible"))
+    assert account_balance(accounts.BAD_DEBT) == written_off
