@@ -19,7 +19,8 @@ def purge_idempotency_keys(**kwargs) -> int:
 
 @shared_task
 def run_billing_cycle(**kwargs) -> dict:
-    """Every minute: expire locks and grants, reset allowances (idempotent)."""
+    """Every minute: the whole period-end cycle as of now (idempotent; see
+    billing.services.cycle.billing_cycle_run)."""
     from billing.services.cycle import billing_cycle_run
 
     return billing_cycle_run(now=timezone.now(), actor="beat")

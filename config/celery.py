@@ -4,6 +4,7 @@ import os
 
 from celery import Celery
 from celery.schedules import crontab
+from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -14,7 +15,7 @@ app.autodiscover_tasks()
 app.conf.beat_schedule = {
     "billing-cycle": {
         "task": "billing.tasks.run_billing_cycle",
-        "schedule": 60.0,
+        "schedule": settings.BILLING_CYCLE_INTERVAL_SECONDS,
     },
     "purge-expired-idempotency-keys": {
         "task": "billing.tasks.purge_idempotency_keys",

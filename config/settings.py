@@ -130,6 +130,10 @@ else:
 
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_IGNORE_RESULT = True
+# The queue tasks go to by default (tests give each worker its own).
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
+# How often beat runs the billing cycle (renewals, resets, expiry, dunning).
+BILLING_CYCLE_INTERVAL_SECONDS = env.float("BILLING_CYCLE_INTERVAL_SECONDS", default=60.0)
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

@@ -67,3 +67,46 @@ class TestRealWorker:
             except subprocess.TimeoutExpired:
                 worker.kill()
             connection.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not (ON_POSTGRES and settings.REDIS_URL), reason="needs PostgreSQL and Redis (DATABASE_URL and REDIS_URL), as CI runs")
+@pytest.mark.django_db(transaction=True)
+class TestRealWorkerAndBeat:
+    def test_beat_and_a_worker_on_redis_renew_a_subscription_whose_period_ended(self, sk_client, tmp_path):
+        from billing.models import Invoice, Subscription
+        from tests.billing.billing_helpers import add_card, make_product, subscribe
+
+        make_product(sk_client, "pro", amount=2000)
+        add_card(sk_client)
+        sub_id = subscribe(sk_client, "pro")["subscription"]["id"]
+        # The period ended a minute ago: the next cycle beat sends must renew it.
+        ended = timezone.now() - timedelta(minutes=1)
+        Subscription.objects.filter(pk=sub_id).update(current_period_start=ended - timedelta(days=30), current_period_end=ended)
+        db = connection.settings_dict
+        queue = f"test-{uuid.uuid4().hex[:12]}"
+        auth = f"{db['USER']}:{quote(db['PASSWORD'], safe='')}" if db.get("PASSWORD") else db["USER"]
+        url = f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        env = dict(os.environ, DATABASE_URL=url, CELERY_TASK_DEFAULT_QUEUE=queue, BILLING_CYCLE_INTERVAL_SECONDS="1")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "--beat", "-s", str(tmp_path / "beat-schedule"),
+             "--pool=solo", "-Q", queue, "--loglevel=INFO", "--without-heartbeat", "--without-mingle", "--without-gossip"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and not Invoice.objects.filter(reason="renewal", status="paid").exists():
+                assert worker.poll() is None, worker.stdout.read()
+                time.sleep(0.5)
+            renewal = Invoice.objects.filter(reason="renewal").first()
+            assert renewal is not None, "beat and the worker did not renew within 90 s"
+            assert (renewal.status, renewal.total, renewal.period_start) == ("paid", 2000, ended)
+            sub = Subscription.objects.get(pk=sub_id)
+            assert (sub.status, sub.current_period_start) == ("active", ended)
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            connection.close()
