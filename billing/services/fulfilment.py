@@ -25,6 +25,14 @@ from billing.services.events import event_emit
 from billing.services.grants import subscription_slot, version_grant
 
 
+class ActivationRefused(Exception):
+    """A paid invoice's subscription cannot start (its slot is taken)."""
+
+    def __init__(self, sub: Subscription):
+        super().__init__(sub.pk)
+        self.subscription = sub
+
+
 def subscription_event_data(sub: Subscription) -> dict:
     return {
         "subscriptionId": sub.pk, "customerId": sub.customer.external_id, "product": sub.product.slug,
@@ -172,6 +180,15 @@ def invoice_paid_apply(*, invoice: Invoice, now: datetime) -> Subscription | Non
         sub = lock_subscription(pk=action["subscription"])
         if sub.status != Subscription.Status.INCOMPLETE:
             return sub
+        taken = Subscription.objects.filter(customer_id=sub.customer_id, slot=sub.slot,
+                                            status__in=Subscription.LIVE_STATUSES).exists()
+        if taken:
+            # Paid, but the customer took another plan of this slot meanwhile:
+            # nothing starts, and the caller refunds the invoice.
+            sub.status = Subscription.Status.EXPIRED
+            sub.ended_at = now
+            sub.save(update_fields=["status", "ended_at"])
+            raise ActivationRefused(sub)
         return subscription_activate(sub=sub, now=now)
     if kind == "switch":
         old = lock_subscription(pk=action["from"])

@@ -22,7 +22,7 @@ from billing.gateways import ChargeResult, gateway_get
 from billing.locks import customer_billing_lock, lock_customer, lock_invoice
 from billing.models import CheckoutSession, Customer, Invoice, Payment, PaymentMethod, Subscription
 from billing.services.events import event_emit
-from billing.services.fulfilment import invoice_paid_apply, subscription_activate
+from billing.services.fulfilment import ActivationRefused, invoice_paid_apply, subscription_activate
 from billing.services.invoices import payment_record, payment_settle, refund_record
 
 
@@ -94,15 +94,33 @@ def invoice_collect(*, invoice: Invoice, now: datetime, payment_method: PaymentM
         customer_ref=customer_gateway_ref(invoice.customer), payment_method=pm.gateway_id, amount=invoice.total,
         currency=invoice.currency, idempotency_key=key, description=f"Invoice {invoice.number}",
     )
+    refused = None
     with transaction.atomic(durable=True):
         locked = lock_invoice(pk=invoice.pk)
         if locked.status != Invoice.Status.OPEN:
             return Collection(status="not_due")
         payment = payment_record(invoice=locked, status=result.status, gateway=gateway.name, ref=result.ref,
                                  idempotency_key=key, failure_code=result.failure_code, now=now)
-        sub = invoice_paid_apply(invoice=locked, now=now) if result.status == "succeeded" else None
+        sub = None
+        if result.status == "succeeded":
+            sub, refused = _apply_paid(locked, now)
     invoice.refresh_from_db()
+    if refused is not None:
+        invoice_refund(invoice=invoice, amount=invoice.amount_paid, now=now, reason="activation_refused")
+        return Collection(status="refunded", payment=payment, subscription=refused, failure_code="slot_taken")
     return Collection(status=result.status, payment=payment, subscription=sub, failure_code=result.failure_code)
+
+
+def _apply_paid(invoice: Invoice, now: datetime):
+    """(subscription, None) after applying a paid invoice, or (None, the
+    subscription that could not start) when its activation was refused."""
+    try:
+        with transaction.atomic():
+            return invoice_paid_apply(invoice=invoice, now=now), None
+    except ActivationRefused as refused:
+        Subscription.objects.filter(pk=refused.subscription.pk).update(
+            status=Subscription.Status.EXPIRED, ended_at=now, updated_at=now)
+        return None, refused.subscription
 
 
 def checkout_create(*, customer: Customer, now: datetime, invoice: Invoice | None = None,
@@ -169,12 +187,16 @@ def checkout_confirm(*, session_id: str, succeed: bool, now: datetime) -> Collec
             if fresh.status != Payment.Status.REQUIRES_ACTION or invoice.status != Invoice.Status.OPEN:
                 raise Conflict("This payment is settled.", details={"payment": payment.pk})
             payment_settle(payment=fresh, status=result.status, failure_code=result.failure_code, now=now)
-            sub = None
+            sub = refused = None
             if result.status == "succeeded":
-                sub = invoice_paid_apply(invoice=invoice, now=now)
+                sub, refused = _apply_paid(invoice, now)
                 _session_close(session, now)
             else:
                 CheckoutSession.objects.filter(pk=session.pk).update(payment=None)
+        if refused is not None:
+            invoice.refresh_from_db()
+            invoice_refund(invoice=invoice, amount=invoice.amount_paid, now=now, reason="activation_refused")
+            return Collection(status="refunded", payment=fresh, subscription=refused, failure_code="slot_taken")
         return Collection(status=result.status, payment=fresh, subscription=sub, failure_code=result.failure_code)
 
 

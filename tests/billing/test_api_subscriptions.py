@@ -316,3 +316,18 @@ class TestInvoicesApi:
         assert response.json()["error"]["details"][0]["field"] == "paymentMethod"
         customer = sk_client.get(f"{API}/customers/c1").json()
         assert customer["paymentMethods"] == []
+
+
+class TestPaidButSlotTaken:
+    def test_a_checkout_paid_after_the_customer_took_another_plan_is_refunded_and_starts_nothing(self, sk_client, client):
+        make_product(sk_client, "pro", amount=2000)
+        make_product(sk_client, "free", amount=0, features=[{"slug": "tokens", "type": "metered", "allowance": 10, "resetInterval": "month"}])
+        body = subscribe(sk_client, "pro")
+        subscribe(sk_client, "free")  # the same group: takes the slot
+        path = "/checkout/" + body["url"].split("/checkout/")[1]
+        page = client.post(path, {"cardNumber": "4242424242424242"})
+        assert page.status_code == 409 and b"refunded" in page.content
+        assert Subscription.objects.get(pk=body["subscription"]["id"]).status == "expired"
+        invoice = Invoice.objects.get(pk=body["invoice"]["id"])
+        assert (invoice.status, invoice.amount_paid, invoice.amount_refunded) == ("paid", 2000, 2000)
+        assert Subscription.objects.get(status="active").product.slug == "free"
