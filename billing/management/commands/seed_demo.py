@@ -11,11 +11,13 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from billing.models import Product
+from billing.models import Customer, Product, Subscription
 from billing.services.api_keys import api_key_authenticate, api_key_create
 from billing.services.audit import audit_record
 from billing.services.catalog import product_create, product_update
 from billing.services.customers import customer_get_or_create
+from billing.services.payments import payment_method_attach
+from billing.services.subscriptions import subscribe
 from portal.tokens import portal_token_make, portal_url
 
 PLAN_FEATURES = {
@@ -86,9 +88,23 @@ class Command(BaseCommand):
         for spec in CUSTOMERS:
             _, created = customer_get_or_create(now=now, **spec)
             self.stdout.write(f"customer {spec['external_id']}: {'created' if created else 'present'}")
+        self._paying_customer(now)
         audit_record(actor_type="system", actor_id="seed_demo", action="demo.seed", now=now)
         if credentials_file:
             self._credentials(Path(credentials_file), now)
+
+    def _paying_customer(self, now) -> None:
+        """initech pays for pro with the test gateway's success card, so the demo has
+        an invoice, a payment and ledger entries (skipped if it already has a plan)."""
+        customer = Customer.objects.get(external_id="initech", deleted_at__isnull=True)
+        if Subscription.objects.filter(customer=customer, status__in=Subscription.LIVE_STATUSES, product__is_add_on=False,
+                                       product__slug__in=["pro", "enterprise"]).exists() or settings.BILLING_GATEWAY != "test":
+            self.stdout.write("initech: subscribed")
+            return
+        if not customer.payment_methods.exists():
+            payment_method_attach(customer=customer, payment_method="pm_card_visa", now=now)
+        result = subscribe(customer=customer, product=Product.objects.get(slug="pro"), quantity=1, now=now)
+        self.stdout.write(f"initech: subscribed to pro ({result.subscription.status if result.subscription else 'pending'})")
 
     def _credentials(self, path: Path, now) -> None:
         creds = json.loads(path.read_text()) if path.exists() else {}
