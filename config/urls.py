@@ -4,11 +4,15 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from billing.api.errors import json_404
+from billing.api.views.gateway_webhooks import stripe_webhook
 from billing.api.views.health import healthz, readyz
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Inbound gateway webhooks: no API key (the gateway's signature), no CSRF (the view is csrf_exempt).
+    path("api/v1/pay/gateways/stripe/webhook", stripe_webhook, name="stripe-webhook"),
     path("api/v1/pay/", include("billing.api.urls")),
+    path("api/v1/credits/", include("credits.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("portal/", include("portal.urls")),

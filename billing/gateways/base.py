@@ -39,7 +39,7 @@ class ChargeResult:
 class Gateway(Protocol):
     name: str
 
-    def payment_method_attach(self, *, customer_ref: str, payment_method: str) -> SavedCard:
+    def payment_method_attach(self, *, customer_ref: str, payment_method: str, idempotency_key: str = "") -> SavedCard:
         """Save a card for the customer. Raises ValidationFailed for an unknown card."""
 
     def charge(self, *, customer_ref: str, payment_method: str, amount: int, currency: str,

@@ -42,7 +42,7 @@ class TestGateway:
     __test__ = False  # not a pytest class
     name = "test"
 
-    def payment_method_attach(self, *, customer_ref: str, payment_method: str) -> SavedCard:
+    def payment_method_attach(self, *, customer_ref: str, payment_method: str, idempotency_key: str = "") -> SavedCard:
         if payment_method not in CARDS:
             raise ValidationFailed("paymentMethod", f"unknown test payment method; use one of {', '.join(CARDS)}")
         brand, last4, _ = CARDS[payment_method]

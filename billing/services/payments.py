@@ -49,7 +49,9 @@ def payment_method_attach(*, customer: Customer, payment_method: str, now: datet
     Raises ValidationFailed (unknown card), GatewayError."""
     gateway = gateway_get()
     ref = gateway_customer_ensure(customer=customer, now=now)
-    card = gateway.payment_method_attach(customer_ref=ref, payment_method=payment_method)
+    # One key per card saved (cards are never deleted): a retry replays, a later save of the same card does not.
+    key = f"{customer.pk}:pm:{PaymentMethod.objects.filter(customer=customer).count() + 1}"
+    card = gateway.payment_method_attach(customer_ref=ref, payment_method=payment_method, idempotency_key=key)
     with transaction.atomic():
         lock_customer(pk=customer.pk)
         PaymentMethod.objects.filter(customer=customer, is_default=True).update(is_default=False)
@@ -181,6 +183,8 @@ def checkout_confirm(*, session_id: str, succeed: bool, now: datetime) -> Collec
     with customer_billing_lock(customer_id=session.customer_id):
         payment = session.payment
         result = gateway_get(payment.gateway).confirm(ref=payment.gateway_ref, succeed=succeed)
+        if result.status == "requires_action":  # a real gateway: the customer has not finished yet
+            raise Conflict("The payment still waits for authentication.", details={"payment": payment.pk})
         with transaction.atomic(durable=True):
             invoice = lock_invoice(pk=payment.invoice_id)
             fresh = Payment.objects.select_for_update().get(pk=payment.pk)
@@ -198,6 +202,41 @@ def checkout_confirm(*, session_id: str, succeed: bool, now: datetime) -> Collec
             invoice_refund(invoice=invoice, amount=invoice.amount_paid, now=now, reason="activation_refused")
             return Collection(status="refunded", payment=fresh, subscription=refused, failure_code="slot_taken")
         return Collection(status=result.status, payment=fresh, subscription=sub, failure_code=result.failure_code)
+
+
+def payment_settle_external(*, gateway: str, ref: str, status: str, failure_code: str = "",
+                            now: datetime) -> Collection | None:
+    """Settle the charge that waited for the customer (3-D Secure) when the
+    gateway reports its final outcome (a webhook): post the payment, do what
+    the invoice was for, and close (or reopen) the checkout that waited on it.
+
+    Joins the caller's transaction; the caller holds the customer's billing
+    lock. Returns None when no charge waits under ``ref`` (settled already,
+    by ``checkout_confirm`` or an earlier event, or not ours). When the paid
+    invoice's subscription cannot start (the customer took another plan of
+    its slot meanwhile), the status is "refund_due": after commit the caller
+    refunds the invoice with ``invoice_refund``, as ``checkout_confirm`` does."""
+    if status not in (Payment.Status.SUCCEEDED, Payment.Status.FAILED) or not ref:
+        return None
+    waiting = Payment.objects.filter(gateway=gateway, gateway_ref=ref, kind=Payment.Kind.CHARGE,
+                                     status=Payment.Status.REQUIRES_ACTION).first()
+    if waiting is None:
+        return None
+    invoice = lock_invoice(pk=waiting.invoice_id)
+    payment = Payment.objects.select_for_update().get(pk=waiting.pk)
+    if payment.status != Payment.Status.REQUIRES_ACTION or invoice.status != Invoice.Status.OPEN:
+        return None
+    payment.invoice = invoice
+    payment_settle(payment=payment, status=status, failure_code=failure_code, now=now)
+    sessions = CheckoutSession.objects.filter(payment=payment, status=CheckoutSession.Status.OPEN)
+    if status != Payment.Status.SUCCEEDED:
+        sessions.update(payment=None)
+        return Collection(status=status, payment=payment, failure_code=failure_code)
+    sub, refused = _apply_paid(invoice, now)
+    sessions.update(status=CheckoutSession.Status.COMPLETE)
+    if refused is not None:
+        return Collection(status="refund_due", payment=payment, subscription=refused, failure_code="slot_taken")
+    return Collection(status=status, payment=payment, subscription=sub)
 
 
 def _session_close(session: CheckoutSession, now: datetime) -> None:
