@@ -55,3 +55,36 @@ class Money:
     @classmethod
     def zero(cls, currency: str) -> "Money":
         return cls(0, currency)
+
+
+# --- display -------------------------------------------------------------------
+
+# Currencies whose minor unit is the major unit (ISO 4217 exponent 0), and those
+# with three decimals; every other currency has two.
+ZERO_DECIMAL_CURRENCIES = frozenset({
+    "bif", "clp", "djf", "gnf", "isk", "jpy", "kmf", "krw", "mga",
+    "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf",
+})
+THREE_DECIMAL_CURRENCIES = frozenset({"bhd", "iqd", "jod", "kwd", "lyd", "omr", "tnd"})
+CURRENCY_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥", "inr": "₹", "krw": "₩", "cad": "CA$", "aud": "A$"}
+
+
+def currency_exponent(currency: str) -> int:
+    """Decimal places of one major unit: 0 for JPY, 3 for KWD, 2 otherwise."""
+    currency = currency.lower()
+    if currency in ZERO_DECIMAL_CURRENCIES:
+        return 0
+    return 3 if currency in THREE_DECIMAL_CURRENCIES else 2
+
+
+def money_format(amount: int, currency: str) -> str:
+    """Minor units for people: ``money_format(2000, "usd") == "$20.00"``,
+    ``money_format(1500, "jpy") == "¥1,500"``, ``money_format(999, "sek") == "SEK 9.99"``.
+    Integer arithmetic only."""
+    currency = currency.lower()
+    exponent = currency_exponent(currency)
+    sign = "-" if amount < 0 else ""
+    major, minor = divmod(abs(amount), 10**exponent)
+    number = f"{major:,}" + (f".{minor:0{exponent}d}" if exponent else "")
+    symbol = CURRENCY_SYMBOLS.get(currency)
+    return f"{sign}{symbol}{number}" if symbol else f"{sign}{currency.upper()} {number}"

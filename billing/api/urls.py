@@ -1,5 +1,6 @@
 from django.urls import path
 
+from billing.api.views import plans
 from billing.api.views import api_keys, audit, customers, entitlements, invoices, ledger, ping, portal, products, subscriptions
 
 urlpatterns = [
@@ -27,6 +28,9 @@ urlpatterns = [
     path("products/<str:product_id>/spend-cap", entitlements.ProductSpendCapView.as_view(), name="product-spend-cap"),
     path("products/<str:product_id>", products.ProductDetailView.as_view(), name="product-detail"),
     path("products/<str:product_id>/versions", products.ProductVersionsView.as_view(), name="product-versions"),
+    path("products/<str:product_id>/migrate", products.ProductMigrateView.as_view(), name="product-migrate"),
+    path("plans", plans.PlanListView.as_view(), name="plans"),
+    path("pricing-table", plans.PricingTableView.as_view(), name="pricing-table"),
     path("api-keys", api_keys.ApiKeyCollectionView.as_view(), name="api-keys"),
     path("api-keys/<str:key_id>", api_keys.ApiKeyDetailView.as_view(), name="api-key-detail"),
     path("portal", portal.PortalLinkView.as_view(), name="portal"),

@@ -10,6 +10,7 @@ from billing.api.fields import AmountField, CurrencyField, StrictBooleanField, S
 from billing.money import MAX_AMOUNT
 from billing.selectors.catalog import product_get, product_list, product_versions
 from billing.services.catalog import product_create, product_update
+from billing.services.version_migrations import version_subscribers_migrate
 
 # --- input ------------------------------------------------------------------
 
@@ -216,3 +217,23 @@ class ProductVersionsView(ApiView):
     def get(self, request, product_id: str):
         product = product_get(id_or_slug=product_id)
         return Response(VersionListOut({"versions": product_versions(product=product)}).data)
+
+
+class MigrateIn(serializers.Serializer):
+    fromVersionId = StrictCharField(max_length=32)
+
+
+class MigrateOut(serializers.Serializer):
+    migrated = serializers.IntegerField()
+
+
+class ProductMigrateView(ApiView):
+    audit_action = {"POST": "product.migrate"}
+
+    @extend_schema(operation_id="migrateCustomers", request=MigrateIn, responses={200: MigrateOut})
+    def post(self, request, product_id: str):
+        product = product_get(id_or_slug=product_id)
+        v = self.validated(MigrateIn)
+        migrated = version_subscribers_migrate(product=product, from_version_id=v["fromVersionId"], now=timezone.now())
+        self.audit_target = ("product", product.pk)
+        return Response({"migrated": migrated})
