@@ -41,12 +41,20 @@ from billing.models import (
     Balance,
     BalanceBucket,
     BalanceLock,
+    CheckoutSession,
+    Coupon,
+    CouponRedemption,
     Customer,
     Entity,
     Feature,
+    GatewayEvent,
     IdempotencyKey,
+    Invoice,
+    InvoiceLine,
     OutboxEvent,
     OverageRecord,
+    Payment,
+    PaymentMethod,
     Price,
     Product,
     ProductFeature,
@@ -604,4 +612,129 @@ class OutboxEventAdmin(ReadOnlyAdmin):
     list_display = ("id", "type", "customer", "created_at")
     list_filter = ("type",)
     search_fields = ("id", "customer__external_id")
+    date_hierarchy = "created_at"
+
+
+# --- invoices, payments and coupons: read-only, written only by the billing services ----
+
+MONEY_NOTE = (
+    "Invoices, payments, checkouts and gateway events change only through the API (subscribe, "
+    "subscriptions/update, cancel) and the billing cycle, which post every money movement to the "
+    "ledger in the same transaction; invoice lines are immutable. This page is for looking."
+)
+COUPON_NOTE = "Coupons are created, changed and archived through the API (POST/PATCH /api/v1/pay/coupons)."
+
+
+class CustomerIdFilter(admin.SimpleListFilter):
+    """``?customer=<external id>``: the rows of one customer (a list of every
+    customer would not fit the sidebar); shown while it is in use."""
+
+    title = "customer"
+    parameter_name = "customer"
+
+    def lookups(self, request, model_admin):
+        value = self.value()
+        return [(value, value)] if value else []
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        return queryset.filter(customer__external_id=value) if value else queryset
+
+
+class InvoiceLineInline(ReadOnlyInline):
+    model = InvoiceLine
+    fields = ["number", "kind", "description", "quantity", "unit_amount", "amount"]
+    ordering = ["number"]
+    show_change_link = False
+
+
+class PaymentInline(ReadOnlyInline):
+    model = Payment
+    fk_name = "invoice"
+    fields = ["id", "kind", "status", "amount", "currency", "gateway", "failure_code", "created_at"]
+    ordering = ["created_at"]
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(ReadOnlyAdmin):
+    admin_note = MONEY_NOTE
+    list_display = [
+        "number", "customer", "reason", "status", "currency", "subtotal", "discount", "total",
+        "amount_paid", "amount_refunded", "created_at", "paid_at",
+    ]
+    list_filter = ["status", "reason", "currency", "created_at", CustomerIdFilter]
+    search_fields = ["number", "=id", "customer__external_id", "customer__email", "=subscription__id"]
+    search_help_text = "Invoice number, exact invoice or subscription id, or customer id or email."
+    list_select_related = ["customer"]
+    date_hierarchy = "created_at"
+    inlines = [InvoiceLineInline, PaymentInline]
+
+
+@admin.register(Payment)
+class PaymentAdmin(ReadOnlyAdmin):
+    admin_note = MONEY_NOTE
+    list_display = [
+        "id", "invoice", "customer", "kind", "status", "amount", "currency", "gateway", "failure_code", "created_at",
+    ]
+    list_filter = ["kind", "status", "gateway", "currency", "created_at", CustomerIdFilter]
+    search_fields = ["=id", "invoice__number", "customer__external_id", "=gateway_ref"]
+    list_select_related = ["invoice", "customer"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(PaymentMethod)
+class PaymentMethodAdmin(ReadOnlyAdmin):
+    admin_note = MONEY_NOTE
+    list_display = ["id", "customer", "gateway", "brand", "last4", "is_default", "created_at"]
+    list_filter = ["gateway", "brand", "is_default", CustomerIdFilter]
+    search_fields = ["=id", "customer__external_id", "=gateway_id"]
+    list_select_related = ["customer"]
+
+
+@admin.register(CheckoutSession)
+class CheckoutSessionAdmin(ReadOnlyAdmin):
+    admin_note = MONEY_NOTE
+    list_display = ["id", "customer", "invoice", "subscription", "status", "expires_at", "created_at"]
+    list_filter = ["status", "created_at", CustomerIdFilter]
+    search_fields = ["=id", "customer__external_id", "invoice__number", "=subscription__id"]
+    list_select_related = ["customer", "invoice", "subscription"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["success_url", "cancel_url"]  # shown as text; no URL form field is built
+
+
+@admin.register(GatewayEvent)
+class GatewayEventAdmin(ReadOnlyAdmin):
+    admin_note = MONEY_NOTE
+    list_display = ["event_id", "gateway", "type", "received_at"]
+    list_filter = ["gateway", "type"]
+    search_fields = ["=event_id", "type"]
+    date_hierarchy = "received_at"
+    show_full_result_count = False
+
+
+class CouponRedemptionInline(ReadOnlyInline):
+    model = CouponRedemption
+    fields = ["customer", "subscription", "created_at"]
+    ordering = ["-created_at"]
+
+
+@admin.register(Coupon)
+class CouponAdmin(ReadOnlyAdmin):
+    admin_note = COUPON_NOTE
+    list_display = [
+        "code", "name", "type", "value", "currency", "duration", "duration_months",
+        "times_redeemed", "max_redemptions", "expires_at", "archived",
+    ]
+    list_filter = ["type", "duration", "archived"]
+    search_fields = ["code", "name", "=id"]
+    inlines = [CouponRedemptionInline]
+
+
+@admin.register(CouponRedemption)
+class CouponRedemptionAdmin(ReadOnlyAdmin):
+    admin_note = COUPON_NOTE
+    list_display = ["id", "coupon", "customer", "subscription", "created_at"]
+    list_filter = ["created_at", CustomerIdFilter]
+    search_fields = ["coupon__code", "customer__external_id", "=subscription__id"]
+    list_select_related = ["coupon", "customer", "subscription"]
     date_hierarchy = "created_at"

@@ -10,9 +10,17 @@ from django.utils import timezone
 from billing.models import (
     ApiKey,
     AuditEvent,
+    CheckoutSession,
+    Coupon,
+    CouponRedemption,
     Customer,
     Feature,
+    GatewayEvent,
     IdempotencyKey,
+    Invoice,
+    InvoiceLine,
+    Payment,
+    PaymentMethod,
     Price,
     Product,
     ProductFeature,
@@ -53,6 +61,45 @@ def make_catalog():
     return feature, product, version, price, product_feature
 
 
+def make_money_rows(customer, subscription):
+    """An invoice with a line, its payment and checkout, a saved card, a coupon
+    and its redemption, and a gateway event."""
+    now = timezone.now()
+    invoice = Invoice.objects.create(
+        number="INV-000042", customer=customer, subscription=subscription, billing_key=f"subscribe:{subscription.pk}",
+        reason="new", status=Invoice.Status.PAID, currency="usd", subtotal=2900, discount=0, total=2900,
+        amount_paid=2900, period_start=now, period_end=now + timedelta(days=30), created_at=now, paid_at=now,
+    )
+    InvoiceLine.objects.create(invoice=invoice, number=1, kind="plan", description="Pro plan (monthly)",
+                               quantity=1, unit_amount=2900, amount=2900)
+    payment = Payment.objects.create(
+        invoice=invoice, customer=customer, kind=Payment.Kind.CHARGE, status=Payment.Status.SUCCEEDED, gateway="test",
+        gateway_ref="ch_test_1", idempotency_key=f"charge:{invoice.pk}:1", amount=2900, currency="usd", created_at=now,
+    )
+    coupon = Coupon.objects.create(code="SAVE10", name="Ten off", type=Coupon.Type.PERCENTAGE, value=10,
+                                   times_redeemed=1, created_at=now, updated_at=now)
+    return {
+        "invoice": invoice,
+        "payment": payment,
+        "paymentmethod": PaymentMethod.objects.create(
+            customer=customer, gateway="test", gateway_id="pm_card_visa", brand="visa", last4="4242",
+            is_default=True, created_at=now,
+        ),
+        "checkoutsession": CheckoutSession.objects.create(
+            customer=customer, invoice=invoice, subscription=subscription, status=CheckoutSession.Status.COMPLETE,
+            expires_at=now + timedelta(hours=1), created_at=now,
+        ),
+        "coupon": coupon,
+        "couponredemption": CouponRedemption.objects.create(
+            coupon=coupon, customer=customer, subscription=subscription, created_at=now
+        ),
+        "gatewayevent": GatewayEvent.objects.create(
+            gateway="stripe", event_id="evt_test_1", type="payment_intent.succeeded",
+            payload={"id": "evt_test_1", "type": "payment_intent.succeeded"}, received_at=now,
+        ),
+    }
+
+
 @pytest.fixture
 def rows(db):
     """One row of every billing model."""
@@ -90,7 +137,9 @@ def rows(db):
         created_at=now,
         expires_at=now + timedelta(days=1),
     )
+    money = make_money_rows(customer, subscription)
     return {
+        **money,
         "feature": feature,
         "product": product,
         "productversion": version,
@@ -105,6 +154,15 @@ def rows(db):
     }
 
 
+MONEY_MODELS = [
+    "checkoutsession",
+    "coupon",
+    "couponredemption",
+    "gatewayevent",
+    "invoice",
+    "payment",
+    "paymentmethod",
+]
 MODELS = [
     "apikey",
     "auditevent",
@@ -116,6 +174,7 @@ MODELS = [
     "productfeature",
     "productversion",
     "subscription",
+    *MONEY_MODELS,
 ]
 READ_ONLY_MODELS = [m for m in MODELS if m not in ("apikey", "customer")]
 
@@ -381,3 +440,47 @@ class TestAuditMixin:
         model_admin.log_deletions(request, Customer.objects.filter(pk=rows["customer"].pk))
         event = AuditEvent.objects.get(actor_type="staff")
         assert (event.action, event.target_id, event.request_id) == ("admin.customer.delete", "cus_alice", "req_test")
+
+
+@pytest.mark.django_db
+class TestMoneyAdmins:
+    @pytest.fixture
+    def staff_client(self, client, db):
+        """A staff user (not a superuser) who may view the money models."""
+        user = User.objects.create_user("accountant", password="pw", is_staff=True)
+        user.user_permissions.add(*Permission.objects.filter(codename__in=[f"view_{m}" for m in MONEY_MODELS]))
+        client.force_login(user)
+        return client
+
+    @pytest.mark.parametrize("model", MONEY_MODELS)
+    def test_a_staff_user_who_may_view_them_sees_the_list_and_the_page(self, staff_client, rows, model):
+        response = staff_client.get(changelist(model))
+        assert response.status_code == 200
+        assert list(response.context["cl"].result_list) == [rows[model]]
+        page = staff_client.get(change_url(rows[model]))
+        assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
+        assert staff_client.get(f"/admin/billing/{model}/add/").status_code == 403
+
+    def test_an_invoice_shows_its_lines_and_payments(self, admin_client, rows):
+        page = admin_client.get(change_url(rows["invoice"])).content.decode()
+        assert "Pro plan (monthly)" in page and "INV-000042" in page
+        assert change_url(rows["payment"]) in page
+
+    def test_invoices_filter_by_status_reason_and_customer_and_search_by_number(self, admin_client, rows):
+        invoice, url = rows["invoice"], changelist("invoice")
+        for params, expected in [
+            ({"status__exact": "paid"}, [invoice]),
+            ({"status__exact": "open"}, []),
+            ({"reason": "new"}, [invoice]),
+            ({"customer": "cus_alice"}, [invoice]),
+            ({"customer": "cus_nobody"}, []),
+            ({"q": "INV-000042"}, [invoice]),
+            ({"q": "cus_alice"}, [invoice]),
+        ]:
+            response = admin_client.get(url, params)
+            assert response.status_code == 200, params
+            assert list(response.context["cl"].result_list) == expected, params
+
+    def test_a_coupon_shows_its_redemptions(self, admin_client, rows):
+        page = admin_client.get(change_url(rows["coupon"])).content.decode()
+        assert "SAVE10" in page and change_url(rows["couponredemption"]) in page
