@@ -81,3 +81,12 @@ def lock_invoice(*, pk: str) -> Invoice:
 
 def lock_coupon(*, pk: str) -> Coupon:
     return Coupon.objects.select_for_update().get(pk=pk)
+
+
+def lock_credit_entry(*, pk: str):
+    """A debit of the credits API (credits.CreditEntry) FOR UPDATE: refunds of one
+    debit take it, then the balance row (``lock_balance``), so they add up one
+    after the other and never past the debit."""
+    from credits.models import CreditEntry  # the credits app builds on billing, not the reverse
+
+    return CreditEntry.objects.select_for_update().get(pk=pk)

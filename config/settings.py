@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -49,6 +50,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "ledger",
     "billing",
+    "credits",
     "portal",
 ]
 
@@ -183,6 +185,18 @@ SPECTACULAR_SETTINGS = {
 # --- Billing --------------------------------------------------------------
 BILLING_DEFAULT_CURRENCY = env.str("BILLING_DEFAULT_CURRENCY", default="usd").lower()
 BILLING_CREDITS_FEATURE = env.str("BILLING_CREDITS_FEATURE", default="credits")
+
+# Service credits API (/api/v1/credits/): the shared HMAC secrets, comma-separated; several may
+# be active at once while a secret is rotated. Empty (the default): every request answers 401.
+SVC_HMAC_SECRETS = env.list("SVC_HMAC_SECRETS", default=[])
+SVC_HMAC_MIN_SECRET_LENGTH = 32
+if any(len(secret) < SVC_HMAC_MIN_SECRET_LENGTH for secret in SVC_HMAC_SECRETS):
+    raise ImproperlyConfigured(
+        f"SVC_HMAC_SECRETS: every secret must be at least {SVC_HMAC_MIN_SECRET_LENGTH} characters long"
+    )
+# How old (or how far ahead) a signed request's X-Timestamp may be (API.md: 300 s); its
+# signature is remembered for the window, so a replay within it is refused too.
+SVC_HMAC_WINDOW_SECONDS = 300
 
 # Payments. BILLING_GATEWAY: "test" (offline, the default) or "stripe".
 BILLING_GATEWAY = env.str("BILLING_GATEWAY", default="test")

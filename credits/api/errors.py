@@ -1,0 +1,58 @@
+"""The credits API's exception handler: API.md's error body with the credits
+table's codes (bad input is 400 INVALID_REQUEST here, not the merchant API's 422)."""
+
+from __future__ import annotations
+
+import logging
+
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+from billing.api.errors import error_body, flatten_validation
+from billing.api.parsers import BodyInvalid
+from billing.errors import BillingError
+
+logger = logging.getLogger("credits.api")
+
+_SIMPLE = {
+    exceptions.NotAuthenticated: (401, "UNAUTHORIZED"),
+    exceptions.AuthenticationFailed: (401, "UNAUTHORIZED"),
+    exceptions.PermissionDenied: (401, "UNAUTHORIZED"),
+    exceptions.MethodNotAllowed: (405, "METHOD_NOT_ALLOWED"),
+    exceptions.NotAcceptable: (406, "NOT_ACCEPTABLE"),
+    exceptions.UnsupportedMediaType: (415, "UNSUPPORTED_MEDIA_TYPE"),
+    exceptions.Throttled: (429, "RATE_LIMITED"),
+}
+
+
+def exception_handler(exc, context):
+    headers = {}
+    if isinstance(exc, BillingError):
+        status, body = exc.status, error_body(exc.code, exc.message, exc.details)
+    elif isinstance(exc, BodyInvalid) and exc.status_code == 413:
+        status, body = 413, error_body("PAYLOAD_TOO_LARGE", str(exc.detail), [{"field": "body", "message": str(exc.detail)}])
+    elif isinstance(exc, BodyInvalid):
+        details = [{"field": exc.field, "message": str(exc.detail)}]
+        status, body = 400, error_body("INVALID_REQUEST", f"{exc.field}: {exc.detail}", details)
+    elif isinstance(exc, exceptions.ParseError):
+        status, body = 400, error_body("INVALID_REQUEST", f"body: {exc.detail}", [{"field": "body", "message": str(exc.detail)}])
+    elif isinstance(exc, exceptions.ValidationError):
+        details = flatten_validation(exc.detail)
+        first = details[0] if details else {"field": "body", "message": "invalid"}
+        status, body = 400, error_body("INVALID_REQUEST", f"{first['field']}: {first['message']}", details)
+    else:
+        for cls, (code_status, code) in _SIMPLE.items():
+            if isinstance(exc, cls):
+                status, body = code_status, error_body(code, str(exc.detail))
+                break
+        else:
+            if isinstance(exc, exceptions.APIException):
+                status, body = exc.status_code, error_body(str(exc.default_code).upper(), str(exc.detail))
+            else:
+                logger.exception("unhandled error in %s", context.get("view").__class__.__name__)
+                status, body = 500, error_body("INTERNAL_ERROR", "Internal error; nothing was changed.")
+    if status == 401:
+        headers["WWW-Authenticate"] = 'HMAC-SHA256 realm="credits"'
+    set_rollback()
+    return Response(body, status=status, headers=headers)
