@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from billing.locks import lock_balance, lock_subscription
 from billing.models import (
     BalanceBucket,
+    Coupon,
     Customer,
     Invoice,
     Product,
@@ -196,9 +197,11 @@ def invoice_paid_apply(*, invoice: Invoice, now: datetime) -> Subscription | Non
             return old
         product = Product.objects.get(pk=action["product"])
         version = ProductVersion.objects.get(pk=action["version"])
+        coupon = Coupon.objects.filter(pk=action["coupon"]).first() if action.get("coupon") else None
         new = plan_switch(old=old, product=product, version=version, quantity=action.get("quantity", 1), now=now,
                           carry_balances=action.get("carryOverBalances", False), carry_usages=action.get("carryOverUsages", False),
-                          carry_features=action.get("featureIds"))
+                          carry_features=action.get("featureIds"), coupon=coupon,
+                          coupon_cycles_left=action.get("couponCyclesLeft") if coupon else None)
         Invoice.objects.filter(pk=invoice.pk).update(subscription=new)
         return new
     if kind == "topup":

@@ -63,7 +63,7 @@ def subscription_renew(*, subscription_id: str, customer_id: int, now: datetime)
             if sub.scheduled_product_id:
                 target = sub.scheduled_product
                 sub = plan_switch(old=sub, product=target, version=target.current_version, quantity=sub.quantity,
-                                  now=now, period_start=end)
+                                  now=now, period_start=end, coupon=sub.coupon, coupon_cycles_left=sub.coupon_cycles_left)
                 outcome = "switched"
                 invoice = _issue_period(sub=sub, start=end, end=sub.current_period_end, now=now)
             else:

@@ -105,7 +105,7 @@ def period_amount(version: ProductVersion, quantity: int) -> int:
     if price is None:
         return 0
     if price.tiers:
-        return tiered_amount(price.tiers, price.tiers_mode, quantity)
+        return tiered_amount(tiers=price.tiers, mode=price.tiers_mode, quantity=quantity)
     return price.amount * quantity
 
 
@@ -292,9 +292,14 @@ def _issue_for_quote(customer, quote: Quote, now, carry_balances, carry_usages, 
         action = {"type": "topup", "product": quote.product.pk, "version": quote.version.pk, "quantity": quote.quantity}
         key = f"topup:{customer.pk}:{now.isoformat()}:{quote.product.pk}"
     elif quote.scenario == "upgrade":
+        # The new plan keeps the coupon the old one had, unless this upgrade brings its own.
+        carried, cycles = quote.replaces.coupon, quote.replaces.coupon_cycles_left
+        if _money_coupon(coupon):
+            carried, cycles = coupon, coupon_cycles_after_first(coupon)
         action = {"type": "switch", "from": quote.replaces.pk, "product": quote.product.pk, "version": quote.version.pk,
                   "quantity": quote.quantity, "carryOverBalances": carry_balances, "carryOverUsages": carry_usages,
-                  "featureIds": carry_features}
+                  "featureIds": carry_features, "coupon": carried.pk if carried else None,
+                  "couponCyclesLeft": cycles if carried else None}
         key = f"upgrade:{quote.replaces.pk}:{now.isoformat()}"
     else:
         cycles = coupon_cycles_after_first(coupon) if _money_coupon(coupon) else None
@@ -303,6 +308,8 @@ def _issue_for_quote(customer, quote: Quote, now, carry_balances, carry_usages, 
                                coupon_cycles_left=cycles if _money_coupon(coupon) else None)
         action = {"type": "activate", "subscription": sub.pk}
         key = f"subscribe:{sub.pk}"
+    if coupon is not None:
+        action["redeemedCoupon"] = coupon.pk  # given back if the invoice is voided unpaid
     invoice = invoice_issue(customer=customer, subscription=sub or quote.replaces, billing_key=key, reason=quote.scenario,
                             currency=quote.currency, lines=quote.lines, period=quote.period, pending_action=action, now=now)
     if coupon is not None:
@@ -491,6 +498,10 @@ def cancel(*, customer: Customer, product: Product | None, immediately: bool, no
 def invoice_void_unpaid(*, invoice, now: datetime) -> None:
     """Void an abandoned invoice (a checkout never paid) and give its coupon back."""
     invoice_void(invoice=invoice, now=now)
-    sub = invoice.subscription
-    if sub is not None and sub.coupon_id and invoice.discount:
+    redeemed = (invoice.pending_action or {}).get("redeemedCoupon")
+    if redeemed:
+        coupon_release(coupon=Coupon(pk=redeemed), now=now)
+        return
+    sub = invoice.subscription  # invoices issued before redeemedCoupon was recorded
+    if sub is not None and sub.coupon_id and invoice.discount and (invoice.pending_action or {}).get("type") == "activate":
         coupon_release(coupon=sub.coupon, now=now)
