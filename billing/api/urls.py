@@ -1,7 +1,7 @@
 from django.urls import path
 
 from billing.api.views import plans
-from billing.api.views import api_keys, audit, customers, entitlements, invoices, ledger, ping, portal, products, subscriptions
+from billing.api.views import api_keys, audit, coupons, customers, entitlements, invoices, ledger, ping, portal, products, subscriptions
 
 urlpatterns = [
     path("ping", ping.PingView.as_view(), name="ping"),
@@ -24,6 +24,10 @@ urlpatterns = [
     path("cancel", subscriptions.CancelView.as_view(), name="cancel"),
     path("invoices", invoices.InvoiceListView.as_view(), name="invoices"),
     path("invoices/<str:invoice_id>", invoices.InvoiceDetailView.as_view(), name="invoice-detail"),
+    path("coupons", coupons.CouponCollectionView.as_view(), name="coupons"),
+    path("coupons/validate", coupons.CouponValidateView.as_view(), name="coupons-validate"),
+    path("coupons/<str:coupon_id>", coupons.CouponDetailView.as_view(), name="coupon-detail"),
+    path("coupons/<str:coupon_id>/archive", coupons.CouponArchiveView.as_view(), name="coupon-archive"),
     path("products", products.ProductCollectionView.as_view(), name="products"),
     path("products/<str:product_id>/spend-cap", entitlements.ProductSpendCapView.as_view(), name="product-spend-cap"),
     path("products/<str:product_id>", products.ProductDetailView.as_view(), name="product-detail"),

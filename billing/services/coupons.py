@@ -90,6 +90,8 @@ _FIELDS = ("code", "name", "type", "value", "currency", "duration", "duration_mo
 def _check(values: dict) -> None:
     if values["type"] == Coupon.Type.PERCENTAGE and not 1 <= values["value"] <= 100:
         raise ValidationFailed("value", "a percentage is between 1 and 100")
+    if values["type"] == Coupon.Type.TRIAL_EXTENSION and not 1 <= values["value"] <= 730:
+        raise ValidationFailed("value", "a trial extension is between 1 and 730 days")
     if values["type"] == Coupon.Type.FIXED and not values.get("currency"):
         raise ValidationFailed("currency", "a fixed coupon needs a currency")
     if values["duration"] == Coupon.Duration.REPEATING and not values.get("duration_months"):
