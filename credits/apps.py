@@ -7,3 +7,6 @@ class CreditsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "credits"
     verbose_name = "Service credits"
+
+    def ready(self):
+        from credits.api import schema  # noqa: F401  (registers the OpenAPI auth extension)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -24,6 +25,49 @@ from credits.selectors import wallet_balance
 from credits.services import InvalidRequest, check_amount, credit_debit, credit_refund
 
 MAX_METADATA_BYTES = 8 * 1024
+
+
+def _schema(name: str, **fields):
+    return inline_serializer(name, fields)
+
+
+_ERRORS = {
+    400: OpenApiResponse(description="INVALID_REQUEST: bad shape, or an amount that is not a positive integer"),
+    401: OpenApiResponse(description="UNAUTHORIZED: missing, bad, stale or replayed signature"),
+}
+_DEBIT_IN = _schema(
+    "CreditDebitIn", workspaceId=serializers.CharField(), amount=serializers.IntegerField(min_value=1),
+    jobId=serializers.CharField(), sourceService=serializers.CharField(),
+    actorUserId=serializers.CharField(required=False), metadata=serializers.DictField(required=False),
+    idempotencyKey=serializers.CharField(required=False),
+)
+_DEBIT_OUT = _schema(
+    "CreditDebitOut", ledgerEntryId=serializers.CharField(), workspaceId=serializers.CharField(),
+    amount=serializers.IntegerField(), jobId=serializers.CharField(), sourceService=serializers.CharField(),
+    balanceSubscriptionAfter=serializers.IntegerField(), balanceTopupAfter=serializers.IntegerField(),
+    totalBalanceAfter=serializers.IntegerField(), createdAt=serializers.DateTimeField(),
+)
+_REFUND_IN = _schema(
+    "CreditRefundIn", workspaceId=serializers.CharField(), refundForJobId=serializers.CharField(),
+    sourceService=serializers.CharField(), reason=serializers.CharField(),
+    amount=serializers.IntegerField(min_value=1, required=False), idempotencyKey=serializers.CharField(required=False),
+)
+_REFUND_OUT = _schema(
+    "CreditRefundOut", ledgerEntryId=serializers.CharField(), refundedAmount=serializers.IntegerField(),
+    totalBalanceAfter=serializers.IntegerField(), workspaceId=serializers.CharField(),
+    refundForJobId=serializers.CharField(), sourceService=serializers.CharField(),
+    debitLedgerEntryId=serializers.CharField(), returnedAmount=serializers.IntegerField(),
+    balanceSubscriptionAfter=serializers.IntegerField(), balanceTopupAfter=serializers.IntegerField(),
+    createdAt=serializers.DateTimeField(),
+)
+_BALANCE_OUT = _schema(
+    "CreditBalanceOut", workspaceId=serializers.CharField(), balanceSubscription=serializers.IntegerField(),
+    balanceTopup=serializers.IntegerField(), total=serializers.IntegerField(), reserved=serializers.IntegerField(),
+    unlimited=serializers.BooleanField(), frozen=serializers.BooleanField(),
+    cycle=_schema("CreditCycle", planSnapshot=serializers.DictField(allow_null=True),
+                  periodStart=serializers.DateTimeField(allow_null=True),
+                  periodEnd=serializers.DateTimeField(allow_null=True)),
+)
 
 
 def _iso(moment) -> str | None:
@@ -109,7 +153,14 @@ def _replayed(response: Response, replayed: bool) -> Response:
 
 
 class DebitView(CreditsView):
-    @extend_schema(operation_id="debitCredits", request=dict, responses={201: dict})
+    @extend_schema(
+        operation_id="debitCredits", tags=["credits"], request=_DEBIT_IN,
+        responses={201: _DEBIT_OUT, **_ERRORS,
+                   402: OpenApiResponse(description="INSUFFICIENT_CREDITS: details {required, available}"),
+                   404: OpenApiResponse(description="WORKSPACE_NOT_FOUND"),
+                   409: OpenApiResponse(description="DUPLICATE_REQUEST: details hold the prior entry"),
+                   423: OpenApiResponse(description="WALLET_LOCKED: frozen by staff")},
+    )
     def post(self, request):
         fields = _Fields(self.body())
         workspace_id = fields.text("workspaceId", max_length=255)
@@ -143,7 +194,12 @@ def debit_body(entry: CreditEntry, workspace_id: str) -> dict:
 
 
 class RefundView(CreditsView):
-    @extend_schema(operation_id="refundCredits", request=dict, responses={201: dict})
+    @extend_schema(
+        operation_id="refundCredits", tags=["credits"], request=_REFUND_IN,
+        responses={201: _REFUND_OUT, **_ERRORS,
+                   404: OpenApiResponse(description="WORKSPACE_NOT_FOUND or DEBIT_NOT_FOUND"),
+                   409: OpenApiResponse(description="DUPLICATE_REQUEST: refunded in full already, or key reused")},
+    )
     def post(self, request):
         fields = _Fields(self.body())
         workspace_id = fields.text("workspaceId", max_length=255)
@@ -175,7 +231,9 @@ class RefundView(CreditsView):
 
 
 class BalanceView(CreditsView):
-    @extend_schema(operation_id="getCreditBalance", responses={200: dict})
+    @extend_schema(operation_id="getCreditBalance", tags=["credits"],
+                   responses={200: _BALANCE_OUT, 401: _ERRORS[401],
+                              404: OpenApiResponse(description="WORKSPACE_NOT_FOUND")})
     def get(self, request, workspace_id: str):
         wallet = wallet_balance(workspace_id=workspace_id, now=timezone.now())
         return Response({
