@@ -14,7 +14,10 @@ by the clock and by --max-ops per client; every socket has a timeout.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import http.client
+import itertools
 import json
 import math
 import random
@@ -23,7 +26,15 @@ import threading
 import time
 
 FEATURE = "bench-calls"
-SCENARIOS = ("noop", "check", "track", "hot-send", "lock")
+SCENARIOS = ("noop", "check", "track", "hot-send", "lock", "debit")
+CREDITS_DEBIT_PATH = "/api/v1/credits/debit"
+
+
+def credits_headers(secret: str, method: str, path: str, body: bytes, timestamp: int) -> dict:
+    """The signed headers of a credits API request (API.md, "Service credits API")."""
+    message = f"{timestamp}.{method}.{path}.{hashlib.sha256(body).hexdigest()}".encode()
+    signature = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    return {"X-Service-Name": "bench", "X-Timestamp": str(timestamp), "X-Signature": f"v1={signature}"}
 
 
 def customer_id(n: int) -> str:
@@ -37,9 +48,9 @@ class Client:
         self.conn = http.client.HTTPConnection(host, port, timeout=timeout)
         self.headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
-    def call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    def call(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes]:
         try:
-            self.conn.request(method, path, body=body, headers=self.headers)
+            self.conn.request(method, path, body=body, headers={**self.headers, **headers} if headers else self.headers)
             response = self.conn.getresponse()
             return response.status, response.read()
         except (OSError, http.client.HTTPException):
@@ -50,8 +61,11 @@ class Client:
 class Scenario:
     """``op(client, rng)`` performs one operation and returns (ok, allowed)."""
 
-    def __init__(self, name: str, customers: int, hot_customer: str):
+    def __init__(self, name: str, customers: int, hot_customer: str, hmac_secret: str = ""):
         self.name = name
+        self.hot_customer, self.hmac_secret = hot_customer, hmac_secret
+        self.jobs = itertools.count()  # next() is atomic under the GIL: one job id per debit
+        self.job_prefix = f"{random.randrange(1 << 40):x}"  # another run never repeats a job
         ids = [customer_id(n) for n in range(1, customers + 1)]
         self.check_bodies = [json.dumps({"customer": c, "feature": FEATURE}).encode() for c in ids]
         self.track_bodies = [json.dumps({"customer": c, "feature": FEATURE, "amount": 1}).encode() for c in ids]
@@ -97,6 +111,15 @@ class Scenario:
         status, _ = client.call("POST", "/api/v1/pay/locks/finalize", finalize)
         return 200 <= status < 300, False
 
+    def op_debit(self, client, rng):
+        """One signed debit of 1 credit from the hot wallet, a new job each time (so a new
+        signature: the same request twice would be a replay). allowed = debited (201)."""
+        body = json.dumps({"workspaceId": self.hot_customer, "amount": 1, "jobId": f"{self.job_prefix}-{next(self.jobs)}",
+                           "sourceService": "bench"}).encode()
+        headers = credits_headers(self.hmac_secret, "POST", CREDITS_DEBIT_PATH, body, int(time.time()))
+        status, _ = client.call("POST", CREDITS_DEBIT_PATH, body, headers)
+        return status == 201, status == 201
+
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
     """Nearest-rank percentile of an already sorted list (0 when empty)."""
@@ -107,7 +130,7 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 
 def run(args) -> dict:
-    scenario = Scenario(args.scenario, args.customers, args.hot_customer)
+    scenario = Scenario(args.scenario, args.customers, args.hot_customer, args.hmac_secret)
     start = time.monotonic() + 0.2  # every client starts together
     measure_from = start + args.warmup
     stop_at = measure_from + args.seconds
@@ -176,7 +199,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--hot-customer", default="hot", help="the one customer of hot-send")
+    parser.add_argument("--hot-customer", default="hot", help="the one customer of hot-send (and the wallet of debit)")
+    parser.add_argument("--hmac-secret", default="", help="SVC_HMAC_SECRETS secret of the server (debit)")
     parser.add_argument("--timeout", type=float, default=30.0, help="socket timeout per request, seconds")
     parser.add_argument("--max-ops", type=int, default=10_000_000, help="hard cap on operations per client")
     args = parser.parse_args()

@@ -6,7 +6,7 @@ One run, start to finish:
      `bench-calls` (bench/seed.py, in-process through the services the API views call; timed);
   3. gunicorn (one configuration for every scenario), DEBUG off;
   4. each scenario driven by bench/load.py in its own process for BENCH_SECONDS after a
-     warm-up: noop (the ceiling), check, track, hot-send, lock, check-1M;
+     warm-up: noop (the ceiling), check, track, hot-send, lock, debit, check-1M;
   5. the table printed and written to bench/RESULTS.md.
 gunicorn is stopped and the database dropped at the end, on failure and on Ctrl-C too.
 
@@ -22,6 +22,7 @@ import datetime
 import http.client
 import json
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -68,6 +69,7 @@ TARGETS = {
     "track": (0.5, "≥ 0.50"),
     "hot-send": (0.4, "≥ 0.40, no overdraft"),
     "lock": (None, "—"),
+    "debit": (None, "— (nothing lost or doubled)"),
     "check-1M": (1.2, "p50 ≤ 1.2× check"),
 }
 
@@ -217,6 +219,8 @@ def load(port: int, key: str, scenario: str, clients: int, env: dict, *, seconds
         "--clients", str(clients), "--seconds", str(seconds), "--warmup", str(warmup), "--customers", str(CUSTOMERS),
         "--hot-customer", hot_customer,
     ]
+    if scenario == "debit":
+        args += ["--hmac-secret", env["SVC_HMAC_SECRETS"]]
     result = json.loads(run_checked(args, env, timeout=seconds + warmup + 120).strip().splitlines()[-1])
     log(
         f"{label or scenario}: {result['rps']:.0f} op/s, p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
@@ -308,6 +312,48 @@ def hot_send(api: Api, port: int, key: str, env: dict) -> tuple[dict, dict]:
     return result, check
 
 
+# The debit scenario: 32 clients debit 1 credit each from one wallet through the signed credits
+# API. The server runs with BILLING_CREDITS_FEATURE=bench-calls, so the wallet is a balance of the
+# seeded feature; it holds more than the run can spend, so every debit should succeed.
+DEBIT_WALLET = "hot-wallet"
+DEBIT_CREDITS = 10**9
+
+
+def debit_probe(api: Api, port: int, secret: str) -> None:
+    """One signed debit: the credits API is there and the wallet pays."""
+    from load import CREDITS_DEBIT_PATH, credits_headers
+
+    body = json.dumps({"workspaceId": DEBIT_WALLET, "amount": 1, "jobId": "probe", "sourceService": "bench"}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"Content-Type": "application/json",
+                   **credits_headers(secret, "POST", CREDITS_DEBIT_PATH, body, int(time.time()))}
+        conn.request("POST", CREDITS_DEBIT_PATH, body=body, headers=headers)
+        response = conn.getresponse()
+        raw = response.read()
+    finally:
+        conn.close()
+    if response.status != 201:
+        missing = response.status in (404, 405) or (response.status == 403 and b"CSRF" in raw)
+        raise Unavailable(f"POST credits/debit → {response.status} "
+                          f"({'route not built yet' if missing else raw[:200].decode(errors='replace')})")
+
+
+def debit_scenario(api: Api, port: int, key: str, env: dict) -> tuple[dict, dict]:
+    api.require("POST", "customers", {"customerId": DEBIT_WALLET})
+    api.require("POST", "balances", {"customer": DEBIT_WALLET, "feature": FEATURE, "grantedBalance": DEBIT_CREDITS})
+    debit_probe(api, port, env["SVC_HMAC_SECRETS"])
+    result = load(port, key, "debit", HOT_CLIENTS, env, hot_customer=DEBIT_WALLET)
+    balance = api.require("GET", f"customers/{DEBIT_WALLET}").get("balances", {}).get(FEATURE)
+    check = {"asked": result["ops_total"], "debited": result["allowed_total"], "failed": result["failed_total"],
+             "usage": None, "ok": None}
+    if balance is not None:
+        check["usage"] = balance["usage"]
+        # + 1: the probe's debit
+        check["ok"] = balance["usage"] == result["allowed_total"] + 1 and result["failed_total"] == 0
+    return result, check
+
+
 def insert_usage_events(db_url: str) -> float:
     """EVENTS usage events for the seeded customers (spread evenly), all inside the current period."""
     started = time.monotonic()
@@ -347,7 +393,7 @@ def report(rows: dict, context: dict) -> str:
     for name, (threshold, target) in TARGETS.items():
         r = rows.get(name)
         if r is None or "unavailable" in r:
-            clients = HOT_CLIENTS if name == "hot-send" else CLIENTS
+            clients = HOT_CLIENTS if name in ("hot-send", "debit") else CLIENTS
             lines.append(f"| {name} | {clients} | — | — | — | — | — | {target} | not available |")
             continue
         if name == "check-1M":
@@ -361,6 +407,8 @@ def report(rows: dict, context: dict) -> str:
             if name == "hot-send":
                 met = met and context["hot"]["ok"] is True
         met_text = "—" if threshold is None else ("yes" if met and r["errors"] == 0 else "no")
+        if name == "debit":  # no speed target: "met" says whether every credit is accounted for
+            met_text = {True: "yes", False: "no", None: "—"}[(context.get("debit") or {}).get("ok")]
         lines.append(
             f"| {name} | {r['clients']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} "
             f"| {ratio_text} | {target} | {met_text} |"
@@ -377,6 +425,14 @@ def report(rows: dict, context: dict) -> str:
         ))
         if hot["remaining"]:
             notes.insert(1, "- hot-send: the balance was not used up, so running out under contention went untested.")
+    debit = context.get("debit")
+    if debit:
+        verdict = {True: "correct", False: "WRONG", None: f"could not verify (no {FEATURE} balance shown)"}[debit["ok"]]
+        notes.append(
+            f"- debit correctness: {verdict}. {debit['asked']} signed debits of 1 credit from one wallet by "
+            f"{HOT_CLIENTS} clients (warm-up included), {debit['debited']} answered 201, {debit['failed']} failed; "
+            f"the wallet's usage afterwards: {debit['usage']} (want 201s + 1 for the probe)."
+        )
     if "noop_end" in context:
         end = context["noop_end"]
         drift = f" ({end['rps'] / noop['rps']:.0%} of the first)" if noop and noop.get("rps") else ""
@@ -425,6 +481,8 @@ def main() -> int:
     db_url = f"postgresql://postgres@127.0.0.1:5432/{db}"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DEBUG")}
     env.update(DATABASE_URL=db_url, DEBUG="0", DJANGO_SETTINGS_MODULE="config.settings")
+    # The credits API (debit scenario): a secret of this run, and the seeded feature as the credits.
+    env.update(SVC_HMAC_SECRETS=secrets.token_urlsafe(48), BILLING_CREDITS_FEATURE=FEATURE)
     redis = redis_answers()
     if redis:
         env["REDIS_URL"] = "redis://127.0.0.1:6379/0"
@@ -474,6 +532,13 @@ def main() -> int:
             rows["hot-send"] = {"unavailable": str(exc)}
 
         scenario("lock", CLIENTS, lambda: lock_iteration(api))
+
+        server.check_alive()
+        try:
+            rows["debit"], context["debit"] = debit_scenario(api, server.port, key, env)
+        except Unavailable as exc:
+            log(f"debit: not available — {exc}")
+            rows["debit"] = {"unavailable": str(exc)}
 
         if "unavailable" in rows["check"]:
             rows["check-1M"] = {"unavailable": "the check scenario is not available"}
