@@ -17,9 +17,11 @@ import hmac
 import re
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 
+from billing.api.parsers import BodyInvalid
 from credits.services import signature_remember
 
 SCHEME = "v1"
@@ -73,7 +75,10 @@ class HmacAuthentication(authentication.BaseAuthentication):
         given = given.lower()
         if scheme != SCHEME or not _HEX64.fullmatch(given):
             raise exceptions.AuthenticationFailed("X-Signature must be v1=<64 hex digits>.")
-        body = request._request.body  # the raw bytes; DRF parses from Django's cached copy
+        try:
+            body = request._request.body  # the raw bytes; DRF parses from Django's cached copy
+        except RequestDataTooBig:
+            raise BodyInvalid("body is larger than the server accepts", status_code=413) from None
         message = signed_message(timestamp=timestamp, method=request.method, path=request.path, body=body)
         matched = False
         for secret in secrets:  # every secret is tried, so the time taken does not say which matched

@@ -239,3 +239,11 @@ class TestBadInput:
         response = svc.post("debit", {"amount": 1.5})
         fields = [d["field"] for d in error(response)["details"]]
         assert fields == ["workspaceId", "amount", "jobId", "sourceService"]
+
+    def test_a_body_over_the_size_limit_is_413_not_a_crash(self, svc, wallet, settings):
+        settings.API_MAX_BODY_BYTES = 1000
+        response = svc.post("debit", b'{"pad": "' + b"x" * 2000 + b'"}')
+        assert (response.status_code, error(response)["code"]) == (413, "PAYLOAD_TOO_LARGE")
+        settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000  # larger than even Django reads: refused before the signature
+        response = svc.post("debit", b'{"pad": "' + b"x" * 2000 + b'"}')
+        assert (response.status_code, error(response)["code"]) == (413, "PAYLOAD_TOO_LARGE")
