@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from django.db import connection
 from django.db.models import Sum
 from django.db.models.functions import TruncDay, TruncMonth, TruncWeek
 
 from billing.errors import NotFound
 from billing.models import Balance, Customer, Entity, Feature, UsageEvent
+from billing.prepared import PreparedStatement
 
 
 def entity_lookup(*, customer: Customer, entity_id: str) -> Entity:
@@ -18,6 +20,36 @@ def entity_lookup(*, customer: Customer, entity_id: str) -> Entity:
     return entity
 
 
+# Balance columns in the model's field order, so a row becomes a Balance with ``Balance.from_db``.
+BALANCE_FIELDS = [f.attname for f in Balance._meta.concrete_fields]
+BALANCE_COLUMNS = ", ".join(f"b.{f.column}" for f in Balance._meta.concrete_fields)
+
+# The check/track lookup in one statement: one row per live customer with that id
+# (none: unknown customer), with its customer-level balance of the feature when it
+# has one (NULL columns otherwise). PostgreSQL only; SQLite keeps the ORM queries,
+# whose converters it needs for booleans and times.
+BALANCE_LOOKUP_SQL = f"""
+SELECT c.id AS customer_pk, b.*
+  FROM billing_customer c
+  LEFT JOIN LATERAL (
+       SELECT {BALANCE_COLUMNS} FROM billing_balance b
+        WHERE b.customer_id = c.id AND b.entity_id IS NULL
+          AND b.feature_id = (SELECT id FROM billing_feature WHERE slug = %(feature)s)
+        LIMIT 1  -- keeps the subquery apart, so both index columns are known
+  ) b ON true
+ WHERE c.external_id = %(customer)s AND c.deleted_at IS NULL
+"""
+
+_LOOKUP = PreparedStatement("billing_hot_lookup", BALANCE_LOOKUP_SQL, {"customer": "text", "feature": "text"})
+
+
+def balance_from_row(values) -> Balance | None:
+    """A Balance from the BALANCE_COLUMNS part of a row; None when the columns are NULL."""
+    if values[0] is None:
+        return None
+    return Balance.from_db(connection.alias, BALANCE_FIELDS, values)
+
+
 def balance_lookup(*, customer_id: str, feature_slug: str, entity_id: str | None = None) -> Balance | None:
     """The balance a check or track acts on, in one query on the common path.
 
@@ -25,6 +57,13 @@ def balance_lookup(*, customer_id: str, feature_slug: str, entity_id: str | None
     customer's. None when the customer has no balance of the feature. Raises
     NotFound for an unknown customer or entity.
     """
+    if entity_id is None and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            _LOOKUP.execute(cursor, {"customer": customer_id, "feature": feature_slug})
+            row = cursor.fetchone()
+        if row is None:
+            raise NotFound("customer", customer_id)
+        return balance_from_row(row[1:])
     qs = Balance.objects.filter(customer__external_id=customer_id, customer__deleted_at__isnull=True, feature__slug=feature_slug)
     if entity_id is not None:
         own = qs.filter(entity__external_id=entity_id, entity__deleted_at__isnull=True).first()

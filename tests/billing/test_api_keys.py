@@ -1,5 +1,6 @@
 import hashlib
 import io
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
@@ -41,6 +42,22 @@ class TestAuthentication:
         unknown = client_with(raw[:-1] + ("A" if raw[-1] != "A" else "B")).get("/api/v1/pay/customers")
         assert revoked.status_code == unknown.status_code == 401
         assert revoked.json() == unknown.json()
+
+    def test_a_revoked_key_stops_working_on_the_very_next_request(self, sk_client):
+        key, raw = api_key_create(name="hot", type="secret", now=timezone.now())
+        client = client_with(raw)
+        assert client.get("/api/v1/pay/ping").status_code == 200
+        assert sk_client.delete(f"/api/v1/pay/api-keys/{key.pk}").status_code == 204
+        assert client.get("/api/v1/pay/ping").status_code == 401
+
+    def test_use_is_written_to_last_used_at_at_most_once_a_minute(self):
+        created = timezone.now() - timedelta(hours=1)
+        key, raw = api_key_create(name="used", type="publishable", now=created)
+        assert client_with(raw).get("/api/v1/pay/ping").status_code == 200
+        first = ApiKey.objects.get(pk=key.pk).last_used_at
+        assert first is not None and first > created
+        client_with(raw).get("/api/v1/pay/ping")
+        assert ApiKey.objects.get(pk=key.pk).last_used_at == first
 
     @pytest.mark.parametrize("header", ["cp_sk_abc", "Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "bearer cp_sk_x"])
     def test_a_malformed_authorization_header_gets_401(self, header):
