@@ -7,6 +7,9 @@ Invariants kept by every function here (and checked by the tests):
 Usage fills buckets in deduction order: the bucket that resets or expires
 soonest first, top-ups last; give-backs leave overage first, then buckets in
 the reverse order.
+Every writer of a balance's buckets holds the balance row lock (``lock_balance``,
+or the hot path's UPDATE of the balance row) until it commits: the hot path's
+one-round-trip deduction (services/entitlements.py) relies on it.
 """
 
 from __future__ import annotations
@@ -35,14 +38,18 @@ def deduction_order(qs):
     ).order_by("_topup", F("_due").asc(nulls_last=True), "id")
 
 
+# ``deduction_order`` in SQL, for statements on billing_balancebucket.
+DEDUCTION_ORDER_SQL = (
+    "CASE WHEN kind = 'topup' THEN 1 ELSE 0 END, COALESCE(next_reset_at, expires_at) ASC NULLS LAST, id"
+)
+
 # The first bucket in deduction order takes all ``n`` units if it has room: one
-# statement for the common case. Same order as ``deduction_order``.
-_FILL_FIRST_SQL = """
+# statement for the common case.
+_FILL_FIRST_SQL = f"""
 UPDATE billing_balancebucket SET consumed = consumed + %s
  WHERE id = (SELECT id FROM billing_balancebucket
               WHERE balance_id = %s AND active AND consumed < granted
-              ORDER BY CASE WHEN kind = 'topup' THEN 1 ELSE 0 END,
-                       COALESCE(next_reset_at, expires_at) ASC NULLS LAST, id
+              ORDER BY {DEDUCTION_ORDER_SQL}
               LIMIT 1)
    AND granted - consumed >= %s
 """

@@ -2,24 +2,40 @@
 
 A deduction that fits is one conditional UPDATE of the balance row
 (``… WHERE unlimited OR granted - usage - reserved >= n RETURNING …``) plus the
-bucket bookkeeping and the usage-event insert, in one transaction. Only when
-it does not fit (overage, spend caps) is the row locked and the rules run in
-Python. Nothing here sums usage events.
+bucket bookkeeping and the usage-event insert, in one transaction. On
+PostgreSQL the common case (see ``_FAST_DEDUCT_SQL``) is one round trip to the
+database. Only when it does not fit (overage, spend caps) is the row locked and
+the rules run in Python. Nothing here sums usage events.
 """
 
 from __future__ import annotations
 
+import json
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 
 from billing.errors import BillingError, Conflict, NotFound, ValidationFailed
 from billing.locks import lock_balance, lock_balance_lock
 from billing.models import Balance, BalanceLock, Customer, Feature, UsageEvent
-from billing.selectors.entitlements import balance_lookup, entity_lookup
-from billing.services.balances import balance_get_or_create, bucket_share, buckets_consume, emit_crossings
+from billing.prepared import PreparedStatement
+from billing.selectors.entitlements import (
+    BALANCE_FIELDS,
+    BALANCE_LOOKUP_SQL,
+    balance_from_row,
+    balance_lookup,
+    entity_lookup,
+)
+from billing.services.balances import (
+    DEDUCTION_ORDER_SQL,
+    LOW_BALANCE_FRACTION,
+    balance_get_or_create,
+    bucket_share,
+    buckets_consume,
+    emit_crossings,
+)
 
 MAX_LOCK_SECONDS = 7 * 24 * 3600
 DEFAULT_LOCK_SECONDS = 300
@@ -84,6 +100,119 @@ RETURNING granted, usage, reserved, overage, unlimited, low_notified
 """
 
 
+# --- PostgreSQL: the common deduction in one round trip ----------------------
+#
+# Two statements sent as one query (simple query protocol: one implicit
+# transaction, each statement with a snapshot of its own), prepared once per
+# database session (billing/prepared.py):
+#  1. look the balance up and deduct ``n`` with a conditional UPDATE, only when
+#     neither balance.low nor entitlement.exhausted can be due (emit_crossings): the
+#     units leave the balance above the balance.low threshold, or above zero once
+#     balance.low has fired, or the balance is unlimited. The units fit, so
+#     overage and spend caps never apply. The UPDATE takes the balance row lock
+#     and, after waiting for it, re-checks its WHERE on the newest row version.
+#     It leaves the id of the balance it changed in a transaction-local setting
+#     for statement 2.
+#  2. with a fresh snapshot, taken while this transaction holds the balance row
+#     lock (every writer of buckets holds it until it commits: balances.py), put
+#     the units into the first bucket in deduction order, when it has room for
+#     all of them, and insert the usage event. When it has not (the units span
+#     buckets) or the insert is refused (a repeated idempotency key), the
+#     statement fails on purpose, the whole transaction rolls back, and the
+#     caller takes the general path. So every commit keeps the invariants of
+#     balances.py. Row 1 is the balance as found (unchanged when nothing was
+#     deducted), then the RETURNING of the UPDATE; row 2 is the event id.
+_FAST_MISS = "entitlements fast path: no single bucket took the units of balance "
+
+_FAST_DEDUCT_SQL = f"""
+WITH b AS ({BALANCE_LOOKUP_SQL}),
+deducted AS (
+  UPDATE billing_balance
+     SET usage = usage + %(n)s, updated_at = %(now)s
+   WHERE id = (SELECT id FROM b) AND included
+     AND (unlimited OR granted - usage - reserved - %(n)s > trunc(granted * %(low_fraction)s::float8)::bigint
+          OR low_notified AND granted - usage - reserved - %(n)s > 0)
+  RETURNING id, granted, usage, reserved, overage, unlimited, low_notified
+)
+SELECT b.*, d.granted, d.usage, d.reserved, d.overage, d.unlimited, d.low_notified,
+       set_config('billing.deducted_balance', COALESCE(d.id::text, ''), true)
+  FROM (SELECT 1) AS one LEFT JOIN b ON true LEFT JOIN deducted d ON true;
+
+WITH mine AS (
+  SELECT id, customer_id, feature_id, entity_id, unlimited FROM billing_balance
+   WHERE id = NULLIF(current_setting('billing.deducted_balance', true), '')::bigint
+), fill AS (
+  UPDATE billing_balancebucket SET consumed = consumed + %(n)s
+   WHERE id = (SELECT id FROM billing_balancebucket
+                WHERE balance_id = (SELECT id FROM mine WHERE NOT unlimited) AND active AND consumed < granted
+                ORDER BY {DEDUCTION_ORDER_SQL}
+                LIMIT 1)
+     AND active AND granted - consumed >= %(n)s
+  RETURNING id
+), event AS (
+  INSERT INTO billing_usageevent
+         (customer_id, feature_id, entity_id, amount, idempotency_key, properties, timestamp, created_at)
+  SELECT customer_id, feature_id, entity_id, %(n)s, %(idempotency_key)s, %(properties)s::jsonb, %(timestamp)s, %(now)s
+    FROM mine WHERE unlimited OR EXISTS (SELECT 1 FROM fill)
+  RETURNING id
+)
+SELECT event.id, CASE WHEN event.id IS NULL THEN ('{_FAST_MISS}' || mine.id)::bigint END
+  FROM mine LEFT JOIN event ON true
+"""
+
+_FAST_DEDUCT = PreparedStatement("billing_hot_deduct", _FAST_DEDUCT_SQL, {
+    "customer": "text", "feature": "text", "n": "bigint", "now": "timestamptz", "low_fraction": "float8",
+    "idempotency_key": "text", "properties": "text", "timestamp": "timestamptz",
+})
+
+
+@dataclass(frozen=True)
+class _Fast:
+    balance: Balance | None  # deducted when event_id is set, else as found (None: no balance)
+    event_id: int | None = None
+
+
+def _deduct_fast(*, customer_id: str, feature_slug: str, amount: int, now: datetime, timestamp: datetime | None = None,
+                 idempotency_key: str | None = None, properties: dict | None = None) -> _Fast | None:
+    """Deduct ``amount`` > 0 from the customer's own balance and record the usage
+    event in one round trip (PostgreSQL). None when the statement rolled back:
+    take the general path. Raises NotFound (customer)."""
+    params = {
+        "customer": customer_id, "feature": feature_slug, "n": amount, "now": now,
+        "low_fraction": LOW_BALANCE_FRACTION, "idempotency_key": idempotency_key,
+        "properties": json.dumps(properties or {}), "timestamp": timestamp or now,
+    }
+    # Inside a caller's transaction (tests), a savepoint keeps a rollback to this statement.
+    guard = transaction.atomic() if connection.in_atomic_block else nullcontext()
+    try:
+        with guard, connection.cursor() as cursor:
+            _FAST_DEDUCT.execute(cursor, params)
+            row = cursor.fetchone()
+            cursor.nextset()
+            recorded = cursor.fetchone()
+    except IntegrityError:
+        return None  # a repeated idempotency key: the general path replays the first event
+    except DataError as exc:
+        if _FAST_MISS not in str(exc):
+            raise
+        return None
+    if row[0] is None:
+        raise NotFound("customer", customer_id)
+    width = len(BALANCE_FIELDS)
+    balance = balance_from_row(row[1:1 + width])
+    deducted = row[1 + width:1 + width + 6]
+    if balance is None or deducted[0] is None:
+        return _Fast(balance=balance)
+    (balance.granted, balance.usage, balance.reserved, balance.overage, balance.unlimited,
+     balance.low_notified) = deducted
+    balance.updated_at = now
+    return _Fast(balance=balance, event_id=recorded[0])
+
+
+def _fast_path_applies(entity_id: str | None) -> bool:
+    return entity_id is None and connection.vendor == "postgresql"
+
+
 def _conditional(sql: str, *, balance: Balance, amount: int, now: datetime) -> bool:
     """Run a conditional UPDATE; on success refresh ``balance`` from RETURNING."""
     with connection.cursor() as cursor:
@@ -143,7 +272,21 @@ def entitlement_check(
     them (atomically, never past the balance unless overage is allowed), with
     ``lock`` reserve them and return a lock id. Raises NotFound (customer, entity),
     ValidationFailed (lock expiry)."""
-    balance = balance_lookup(customer_id=customer_id, feature_slug=feature_slug, entity_id=entity_id)
+    if send_event and not lock and _fast_path_applies(entity_id):
+        fast = _deduct_fast(customer_id=customer_id, feature_slug=feature_slug, amount=required, now=now)
+        if fast is not None and fast.event_id is not None:
+            return CheckResult(allowed=True, code=OK, balance=fast.balance)
+        if fast is not None:
+            # Not deducted: a refusal decided on the row as it was found is final
+            # (nothing was written); anything else goes the general way.
+            code = decide(fast.balance, required)
+            if code != OK:
+                return CheckResult(allowed=False, code=code, balance=fast.balance)
+            balance = fast.balance
+        else:
+            balance = balance_lookup(customer_id=customer_id, feature_slug=feature_slug, entity_id=entity_id)
+    else:
+        balance = balance_lookup(customer_id=customer_id, feature_slug=feature_slug, entity_id=entity_id)
     if not send_event and not lock:
         code = decide(balance, required)
         return CheckResult(allowed=code == OK, code=code, balance=balance)
@@ -201,7 +344,21 @@ def usage_track(
     or a reported overdraft. A negative amount gives units back, never below zero
     usage. A repeated ``idempotency_key`` records nothing and returns the first
     event. Raises NotFound (customer, feature, entity)."""
-    balance = balance_lookup(customer_id=customer_id, feature_slug=feature_slug, entity_id=entity_id)
+    fast = None
+    if amount > 0 and _fast_path_applies(entity_id):
+        fast = _deduct_fast(customer_id=customer_id, feature_slug=feature_slug, amount=amount, now=now,
+                            timestamp=timestamp, idempotency_key=idempotency_key, properties=properties)
+        if fast is not None and fast.event_id is not None:
+            event = UsageEvent(
+                pk=fast.event_id, customer_id=fast.balance.customer_id, feature_id=fast.balance.feature_id,
+                entity_id=None, amount=amount, idempotency_key=idempotency_key, properties=properties or {},
+                timestamp=timestamp or now, created_at=now,
+            )
+            return TrackResult(event=event, balance=fast.balance)
+    if fast is not None:
+        balance = fast.balance
+    else:
+        balance = balance_lookup(customer_id=customer_id, feature_slug=feature_slug, entity_id=entity_id)
     if balance is None:
         balance = _empty_balance(customer_id=customer_id, feature_slug=feature_slug, entity_id=entity_id, now=now)
     with transaction.atomic(durable=True):
