@@ -19,18 +19,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import F, Q
 
 from billing.errors import BillingError
 from billing.locks import lock_balance, lock_credit_entry
 from billing.models import Balance, BalanceBucket, Customer
-from billing.services.balances import bucket_share, buckets_consume, deduction_order, emit_crossings, low_threshold
+from billing.ids import new_id
+from billing.services.balances import (
+    DEDUCTION_ORDER_SQL,
+    LOW_BALANCE_FRACTION,
+    bucket_share,
+    buckets_consume,
+    deduction_order,
+    emit_crossings,
+    low_threshold,
+)
 from billing.services.entitlements import usage_record
 from credits.models import CreditEntry, SeenSignature, Wallet
 from credits.selectors import customer_for_workspace, split_of, wallet_row
@@ -174,13 +184,15 @@ def credit_debit(
         raise WalletLocked(workspace_id)
     entry = None
     if wallet.balance_id is not None:
+        fields = {"job_id": job_id, "source_service": source_service, "idempotency_key": key,
+                  "fingerprint": fingerprint, "caller": caller, "actor_user_id": actor_user_id or "",
+                  "metadata": metadata or {}}
         try:
-            entry = _debit(
-                balance_id=wallet.balance_id, amount=amount, now=now,
-                fields={"job_id": job_id, "source_service": source_service, "idempotency_key": key,
-                        "fingerprint": fingerprint, "caller": caller, "actor_user_id": actor_user_id or "",
-                        "metadata": metadata or {}},
-            )
+            if connection.vendor == "postgresql":
+                entry = _debit_fast(balance_id=wallet.balance_id, customer_id=wallet.customer_pk, amount=amount,
+                                    now=now, fields=fields)
+            if entry is None:
+                entry = _debit(balance_id=wallet.balance_id, amount=amount, now=now, fields=fields)
         except IntegrityError:
             # The same debit (key or job) committed by a concurrent request.
             return _repeat(workspace_id=workspace_id, key=key, job_id=job_id, source_service=source_service,
@@ -239,6 +251,110 @@ def _debit(*, balance_id: int, amount: int, now: datetime, fields: dict) -> Cred
         usage_record(balance=balance, amount=amount, now=now, properties=_event_properties(entry))
         emit_crossings(balance=balance, before=balance.remaining + amount, now=now)
     return entry
+
+
+# --- PostgreSQL: the common debit in one round trip ---------------------------------------
+#
+# The engine's technique (billing/services/entitlements.py, _FAST_DEDUCT_SQL): two statements
+# sent as one query, one implicit transaction, each statement with a snapshot of its own.
+#  1. the conditional UPDATE of the balance row, only when the credits fit and leave the
+#     balance above the balance.low threshold (so no event can be due); it takes the row
+#     lock and leaves the balance id in a transaction-local setting;
+#  2. with a fresh snapshot, taken while this transaction holds the row lock (every writer of
+#     buckets holds it until commit), fill the buckets in deduction order (a running sum),
+#     insert the credit entry (with what each bucket gave and the split after) and the usage
+#     event. A repeated idempotency key or job fails the entry insert: the whole transaction
+#     rolls back (IntegrityError, answered as a repeat). Should the buckets not hold the units
+#     (they always do while the invariants hold), the statement fails on purpose (DataError)
+#     and the general path decides.
+# When statement 1 changes nothing (too few credits, or a balance.low crossing), nothing was
+# written and the general path (``_debit``) runs.
+_FAST_MISS = "credits fast path: the buckets did not take the units of balance "
+
+_DEBIT_FAST_SQL = f"""
+WITH deducted AS (
+  UPDATE billing_balance SET usage = usage + %(n)s, updated_at = %(now)s
+   WHERE id = %(id)s AND included
+     AND (unlimited OR granted - usage - reserved - %(n)s > trunc(granted * %(low_fraction)s::float8)::bigint)
+  RETURNING id
+)
+SELECT set_config('credits.deducted_balance', COALESCE((SELECT id FROM deducted)::text, ''), true);
+
+WITH mine AS (
+  SELECT id, customer_id, feature_id, unlimited, granted - usage - reserved AS total FROM billing_balance
+   WHERE id = NULLIF(current_setting('credits.deducted_balance', true), '')::bigint
+), ordered AS (
+  SELECT id, granted - consumed AS room,
+         SUM(granted - consumed) OVER (ORDER BY {DEDUCTION_ORDER_SQL}) AS upto
+    FROM billing_balancebucket
+   WHERE balance_id = (SELECT id FROM mine WHERE NOT unlimited) AND active AND consumed < granted
+), take AS (
+  SELECT id, LEAST(room, %(n)s - (upto - room)) AS units FROM ordered WHERE upto - room < %(n)s
+), fill AS (
+  UPDATE billing_balancebucket b SET consumed = b.consumed + take.units FROM take WHERE b.id = take.id
+  RETURNING b.id
+), split AS (
+  SELECT COALESCE(SUM(b.granted - b.consumed - COALESCE(t.units, 0)) FILTER (WHERE b.kind <> 'topup'), 0) AS sub,
+         COALESCE(SUM(b.granted - b.consumed - COALESCE(t.units, 0)) FILTER (WHERE b.kind = 'topup'), 0) AS topup
+    FROM billing_balancebucket b LEFT JOIN take t ON t.id = b.id
+   WHERE b.balance_id = (SELECT id FROM mine) AND b.active AND NOT b.unlimited
+), covered AS (
+  SELECT mine.id FROM mine WHERE mine.unlimited OR (SELECT COALESCE(SUM(units), 0) FROM take) = %(n)s
+), entry AS (
+  INSERT INTO credits_creditentry
+         (id, kind, customer_id, balance_id, amount, returned, refund_of_id, source_service, job_id,
+          idempotency_key, fingerprint, caller, actor_user_id, reason, metadata, buckets,
+          balance_subscription_after, balance_topup_after, total_after, created_at)
+  SELECT %(entry_id)s, 'debit', mine.customer_id, mine.id, %(n)s, 0, NULL, %(source_service)s, %(job_id)s,
+         %(idempotency_key)s, %(fingerprint)s, %(caller)s, %(actor_user_id)s, '', %(metadata)s::jsonb,
+         (SELECT COALESCE(jsonb_object_agg(id::text, units), '{{}}'::jsonb) FROM take),
+         split.sub, split.topup, mine.total, %(now)s
+    FROM mine, split WHERE mine.id IN (SELECT id FROM covered)
+  RETURNING id, balance_subscription_after, balance_topup_after, total_after, buckets
+), event AS (
+  INSERT INTO billing_usageevent
+         (customer_id, feature_id, entity_id, amount, idempotency_key, properties, timestamp, created_at)
+  SELECT mine.customer_id, mine.feature_id, NULL, %(n)s, NULL, %(properties)s::jsonb, %(now)s, %(now)s
+    FROM mine WHERE mine.id IN (SELECT id FROM covered)
+  RETURNING id
+)
+SELECT entry.id, entry.balance_subscription_after, entry.balance_topup_after, entry.total_after, entry.buckets,
+       CASE WHEN entry.id IS NULL THEN ('{_FAST_MISS}' || mine.id)::bigint END, (SELECT count(*) FROM event)
+  FROM mine LEFT JOIN entry ON true
+"""
+
+
+def _debit_fast(*, balance_id: int, customer_id: int, amount: int, now: datetime, fields: dict) -> CreditEntry | None:
+    """The debit in one round trip (PostgreSQL); None when it wrote nothing and the
+    general path must decide. Raises IntegrityError (a repeat)."""
+    entry_id = new_id("cle")
+    properties = {"source": "credits", "ledgerEntryId": entry_id, "jobId": fields["job_id"],
+                  "sourceService": fields["source_service"]}
+    params = {
+        "n": amount, "now": now, "id": balance_id, "low_fraction": LOW_BALANCE_FRACTION, "entry_id": entry_id,
+        "metadata": json.dumps(fields["metadata"]), "properties": json.dumps(properties),
+        **{k: fields[k] for k in ("source_service", "job_id", "idempotency_key", "fingerprint", "caller",
+                                  "actor_user_id")},
+    }
+    # Inside a caller's transaction (tests), a savepoint keeps a rollback to this statement.
+    guard = transaction.atomic() if connection.in_atomic_block else nullcontext()
+    try:
+        with guard, connection.cursor() as cursor:
+            cursor.execute(_DEBIT_FAST_SQL, params)
+            cursor.nextset()
+            row = cursor.fetchone()
+    except DataError as exc:
+        if _FAST_MISS not in str(exc):
+            raise
+        return None
+    if row is None or row[0] is None:
+        return None  # nothing deducted: too few credits, or an event may be due
+    _, sub, topup, total, buckets, _, _ = row
+    return CreditEntry(
+        pk=entry_id, kind=CreditEntry.Kind.DEBIT, customer_id=customer_id, balance_id=balance_id, amount=amount,
+        buckets=buckets if isinstance(buckets, dict) else json.loads(buckets), balance_subscription_after=sub,
+        balance_topup_after=topup, total_after=total, created_at=now, **fields,
+    )
 
 
 def _event_properties(entry: CreditEntry) -> dict:

@@ -10,6 +10,7 @@ from billing.models import Customer, UsageEvent
 from credits.models import CreditEntry
 from credits.services import MAX_AMOUNT, default_idempotency_key, wallet_freeze
 from tests.billing.billing_helpers import API, assert_books_reconcile
+from tests.conftest import postgres_only
 from tests.credits.credits_helpers import (
     assert_balance_invariants,
     bucket_consumed,
@@ -247,3 +248,36 @@ class TestBadInput:
         settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000  # larger than even Django reads: refused before the signature
         response = svc.post("debit", b'{"pad": "' + b"x" * 2000 + b'"}')
         assert (response.status_code, error(response)["code"]) == (413, "PAYLOAD_TOO_LARGE")
+
+
+class TestFastPath:
+    """On PostgreSQL a debit that leaves the wallet above the balance.low threshold is one
+    round trip; one that crosses it goes the general way and emits the event. Both leave
+    the same rows (the other tests run through both)."""
+
+    pytestmark = postgres_only
+
+    def test_a_debit_far_from_empty_is_one_statement(self, svc, wallet):
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        with CaptureQueriesContext(connection) as queries:
+            body = svc.debit(amount=25).json()  # 20 plan + 5 top-up, 5 left > threshold 3
+        writes = [q["sql"] for q in queries.captured_queries if "credits.deducted_balance" in q["sql"]]
+        assert len(writes) == 1
+        assert not [q for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("INSERT")]
+        entry = CreditEntry.objects.get(pk=body["ledgerEntryId"])
+        kinds = {b.pk: b.kind for b in credits_balance().buckets.all()}
+        assert {kinds[int(k)]: v for k, v in entry.buckets.items()} == {"plan": 20, "topup": 5}
+        assert (entry.balance_subscription_after, entry.balance_topup_after, entry.total_after) == (0, 5, 5)
+        assert UsageEvent.objects.get().properties["ledgerEntryId"] == entry.pk
+        assert_balance_invariants()
+
+    def test_a_debit_that_crosses_the_low_threshold_emits_balance_low(self, svc, wallet):
+        from billing.models import OutboxEvent
+
+        svc.debit(amount=28)  # 2 left of 30: below 10 %
+        assert OutboxEvent.objects.filter(type="balance.low").count() == 1
+        svc.debit(amount=2, job="last")
+        assert OutboxEvent.objects.filter(type="entitlement.exhausted").count() == 1
+        assert_balance_invariants()
