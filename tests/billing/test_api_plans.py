@@ -1,11 +1,9 @@
 """listPlans, getPricingTable, listProductVersions and migrateCustomers through the
 HTTP layer. After every test the books reconcile (see billing_helpers)."""
 
-import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from rest_framework.test import APIClient
 
 from billing.models import Balance, Invoice, OutboxEvent, Subscription
@@ -19,6 +17,7 @@ from tests.billing.billing_helpers import (
     subscribe,
 )
 from tests.conftest import postgres_only
+from tests.concurrency import run_concurrently
 
 pytestmark = pytest.mark.django_db
 
@@ -371,30 +370,3 @@ class TestMigrateRaces:
             balance = tokens(customer)
             assert (balance.granted, balance.usage) == (100, tracked[customer]), customer
             assert sum(b.consumed for b in balance.buckets.filter(active=True)) == balance.usage
-
-
-def run_concurrently(count, work):
-    """Start ``count`` threads at once; return their results."""
-    barrier = threading.Barrier(count)
-    results, errors, lock = [], [], threading.Lock()
-
-    def runner(i):
-        try:
-            barrier.wait()
-            outcome = work(i)
-            with lock:
-                results.append(outcome)
-        except Exception as exc:  # surfaced below
-            with lock:
-                errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=runner, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
-    assert len(results) == count
-    return results

@@ -1,16 +1,15 @@
 """Races on PostgreSQL: many clients against one balance, through the HTTP layer."""
 
-import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from billing.models import Balance, BalanceLock, UsageEvent
 from billing.services.api_keys import api_key_create
 from tests.conftest import postgres_only
+from tests.concurrency import run_concurrently
 
 pytestmark = [*postgres_only, pytest.mark.django_db(transaction=True)]
 
@@ -21,33 +20,6 @@ def client_for(raw):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
     return client
-
-
-def run_concurrently(count, work):
-    """Start ``count`` threads at once; return their results in no particular order."""
-    barrier = threading.Barrier(count)
-    results, errors, lock = [], [], threading.Lock()
-
-    def runner(i):
-        try:
-            barrier.wait()
-            outcome = work(i)
-            with lock:
-                results.append(outcome)
-        except Exception as exc:  # surfaced below
-            with lock:
-                errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=runner, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
-    assert len(results) == count
-    return results
 
 
 @pytest.fixture

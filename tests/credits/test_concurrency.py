@@ -1,10 +1,8 @@
 """Races on PostgreSQL: many signed requests at once against one wallet, through HTTP.
 Each thread has its own database connection and closes it at the end."""
 
-import threading
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from billing.models import UsageEvent
@@ -13,35 +11,9 @@ from credits.models import CreditEntry
 from tests.billing.billing_helpers import assert_books_reconcile
 from tests.conftest import postgres_only
 from tests.credits.credits_helpers import SignedClient, assert_balance_invariants, credits_balance, make_wallet
+from tests.concurrency import run_concurrently
 
 pytestmark = [*postgres_only, pytest.mark.django_db(transaction=True)]
-
-
-def run_concurrently(count, work):
-    """Start ``count`` threads at once; their results in no particular order."""
-    barrier = threading.Barrier(count)
-    results, errors, lock = [], [], threading.Lock()
-
-    def runner(i):
-        try:
-            barrier.wait()
-            outcome = work(i)
-            with lock:
-                results.append(outcome)
-        except Exception as exc:  # surfaced below
-            with lock:
-                errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=runner, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
-    assert len(results) == count
-    return results
 
 
 @pytest.fixture
