@@ -40,7 +40,8 @@ def flatten_validation(detail, prefix: str = "") -> list[dict]:
     return out
 
 
-_SIMPLE = {
+# DRF exceptions that map straight to (status, code); the credits API adapts this table.
+SIMPLE_ERRORS = {
     exceptions.NotAuthenticated: (401, "UNAUTHORIZED"),
     exceptions.AuthenticationFailed: (401, "UNAUTHORIZED"),
     exceptions.PermissionDenied: (403, "FORBIDDEN"),
@@ -72,7 +73,7 @@ def exception_handler(exc, context):
     elif isinstance(exc, DjangoPermissionDenied):
         status, body = 403, error_body("FORBIDDEN", "Forbidden.")
     else:
-        for cls, (code_status, code) in _SIMPLE.items():
+        for cls, (code_status, code) in SIMPLE_ERRORS.items():
             if isinstance(exc, cls):
                 status, body = code_status, error_body(code, str(exc.detail))
                 break

@@ -9,20 +9,17 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from billing.api.errors import error_body, flatten_validation
+from billing.api.errors import SIMPLE_ERRORS, error_body, flatten_validation
 from billing.api.parsers import BodyInvalid
 from billing.errors import BillingError
 
 logger = logging.getLogger("credits.api")
 
+# The merchant API's table, except that every refusal of the caller is a 401
+# and there is no NotFound from DRF (unknown workspaces are our own 404).
 _SIMPLE = {
-    exceptions.NotAuthenticated: (401, "UNAUTHORIZED"),
-    exceptions.AuthenticationFailed: (401, "UNAUTHORIZED"),
+    **{cls: entry for cls, entry in SIMPLE_ERRORS.items() if cls is not exceptions.NotFound},
     exceptions.PermissionDenied: (401, "UNAUTHORIZED"),
-    exceptions.MethodNotAllowed: (405, "METHOD_NOT_ALLOWED"),
-    exceptions.NotAcceptable: (406, "NOT_ACCEPTABLE"),
-    exceptions.UnsupportedMediaType: (415, "UNSUPPORTED_MEDIA_TYPE"),
-    exceptions.Throttled: (429, "RATE_LIMITED"),
 }
 
 
