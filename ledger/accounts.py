@@ -21,7 +21,8 @@ CHART = [
     (CASH, "Cash", "asset", "debit"),
     (GATEWAY_CLEARING, "Payment gateway clearing", "asset", "debit"),
     (RECEIVABLE, "Accounts Receivable", "asset", "debit"),
-    # Prepaid / top-up credit and credit notes owed to customers.
+    # Prepaid / top-up credit and credit notes owed to customers; also unapplied cash:
+    # a charge the gateway made for an invoice no longer open, held here until refunded.
     (CUSTOMER_CREDIT, "Customer credit balance", "liability", "credit"),
     (DEFERRED_REVENUE, "Deferred revenue", "liability", "credit"),
     (REVENUE, "Revenue", "revenue", "credit"),

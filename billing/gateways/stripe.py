@@ -204,7 +204,14 @@ class StripeGateway:
         return payment_intent_result(pi)
 
     def refund(self, *, ref: str, amount: int, idempotency_key: str) -> str:
+        """Refund ``amount`` of the PaymentIntent ``ref``, once per key. Stripe forgets an
+        idempotency key after 24 hours, and a pending refund of ours may be sent again
+        later than that, so a refund already made under the key (its metadata says it)
+        is looked up first and answered instead of making a second one."""
         try:
+            for made in self.client.v1.refunds.list({"payment_intent": ref, "limit": 100}).auto_paging_iter():
+                if (_plain(made).get("metadata") or {}).get("billing_key") == idempotency_key:
+                    return made.id
             refund = self.client.v1.refunds.create(
                 {"payment_intent": ref, "amount": amount, "metadata": {"billing_key": idempotency_key}},
                 {"idempotency_key": idempotency_key},

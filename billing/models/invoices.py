@@ -119,7 +119,16 @@ class PaymentMethod(models.Model):
 
 
 class Payment(models.Model):
-    """One attempt to move money at the gateway: a charge or a refund."""
+    """One attempt to move money at the gateway: a charge or a refund.
+
+    A refund is recorded ``pending`` in the transaction of the change that makes
+    it due, sent to the gateway after the commit with its own key, and marked
+    ``succeeded`` (with its ledger entry) once the gateway made it; the billing
+    cycle sends again every refund still pending, with the same key.
+
+    An ``unapplied`` charge is money the gateway took for an invoice that was no
+    longer open (a 3-D Secure charge completed after its checkout expired): it
+    is held as a liability (2100) and refunded at once, never applied."""
 
     class Kind(models.TextChoices):
         CHARGE = "charge"
@@ -129,6 +138,7 @@ class Payment(models.Model):
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         REQUIRES_ACTION = "requires_action"
+        PENDING = "pending"  # a refund not made at the gateway yet
 
     id = models.CharField(primary_key=True, max_length=32, default=new_id_ppay, editable=False)
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="payments")
@@ -142,11 +152,16 @@ class Payment(models.Model):
     currency = models.CharField(max_length=3)
     failure_code = models.CharField(max_length=64, blank=True, default="")
     ledger_entry = models.ForeignKey("ledger.Entry", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # A refund: the charge it gives money back from, and why (the payment.refunded event says it).
+    refund_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="refunds")
+    reason = models.CharField(max_length=32, blank=True, default="")
+    unapplied = models.BooleanField(default=False)
     created_at = models.DateTimeField()
 
     class Meta:
         ordering = ["-created_at"]
         constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive")]
+        indexes = [models.Index(fields=["created_at"], name="payment_refund_pending", condition=Q(status="pending"))]
 
 
 class CheckoutSession(models.Model):

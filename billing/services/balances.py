@@ -180,6 +180,7 @@ def emit_crossings(*, balance: Balance, before: int, now: datetime) -> None:
     if before > threshold >= after and after > 0 and not balance.low_notified:
         event_emit(type="balance.low", customer_id=balance.customer_id, data=_event_data(balance, data), now=now)
         Balance.objects.filter(pk=balance.pk).update(low_notified=True)
+        balance.low_notified = True
 
 
 def _event_data(balance: Balance, data: dict) -> dict:

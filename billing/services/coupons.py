@@ -79,9 +79,20 @@ def coupon_redeem(*, coupon: Coupon, customer, subscription, now: datetime) -> C
     return CouponRedemption.objects.create(coupon=coupon, customer=customer, subscription=subscription, created_at=now)
 
 
-def coupon_release(*, coupon: Coupon, now: datetime) -> None:
-    """Give a redemption back (its invoice was voided)."""
-    Coupon.objects.filter(pk=coupon.pk, times_redeemed__gt=0).update(times_redeemed=F("times_redeemed") - 1, updated_at=now)
+def coupon_redemptions_release(*, redemptions, now: datetime) -> int:
+    """Give redemptions back (in the caller's transaction): what they were
+    redeemed for never happened (a checkout abandoned, its invoice voided).
+    Each row is deleted and its coupon's ``times_redeemed`` goes down by one,
+    only if this call deleted it, so releasing twice gives back once.
+    Returns how many were given back."""
+    released = 0
+    for pk, coupon_id in list(redemptions.order_by("pk").values_list("pk", "coupon_id")):
+        deleted, _ = CouponRedemption.objects.filter(pk=pk).delete()
+        if deleted:
+            Coupon.objects.filter(pk=coupon_id, times_redeemed__gt=0).update(
+                times_redeemed=F("times_redeemed") - 1, updated_at=now)
+            released += 1
+    return released
 
 
 _FIELDS = ("code", "name", "type", "value", "currency", "duration", "duration_months", "max_redemptions", "expires_at")

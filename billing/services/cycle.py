@@ -10,6 +10,7 @@ from billing.services.renewals import (
     checkouts_expire_due,
     invoices_retry_due,
     overage_bill_due,
+    refunds_retry_due,
     subscriptions_renew_due,
 )
 
@@ -18,7 +19,8 @@ def billing_cycle_run(*, now: datetime, actor: str = "run_billing_cycle") -> dic
     """Expire locks (their units return) and grants; renew subscriptions
     (applying scheduled downgrades and cancellations, ending trials); reset
     allowances (recording the closed period's overage); bill that overage;
-    retry failed payments (dunning); close abandoned checkouts.
+    retry failed payments (dunning); close abandoned checkouts; send again
+    the refunds still pending (the gateway failed when they were made).
 
     Idempotent: each step only touches rows still due at ``now``, and leaves
     them not due, so a second run for the same moment changes nothing.
@@ -31,6 +33,7 @@ def billing_cycle_run(*, now: datetime, actor: str = "run_billing_cycle") -> dic
         "overageInvoices": overage_bill_due(now=now),
         "paymentRetries": invoices_retry_due(now=now),
         "checkoutsExpired": checkouts_expire_due(now=now),
+        "refundsRetried": refunds_retry_due(now=now),
     }
     audit_record(actor_type="system", actor_id=actor, action="billing_cycle.run", data={"now": now.isoformat(), **done}, now=now)
     return done

@@ -14,8 +14,8 @@ from django.db import IntegrityError, transaction
 
 from billing.gateways import gateway_get
 from billing.locks import customer_billing_lock
-from billing.models import GatewayEvent, Invoice, Payment
-from billing.services.payments import invoice_refund, payment_settle_external
+from billing.models import GatewayEvent, Payment
+from billing.services.payments import payment_settle_external, refund_send
 
 
 def gateway_event_receive(*, gateway: str, event: dict, now: datetime) -> bool:
@@ -23,9 +23,10 @@ def gateway_event_receive(*, gateway: str, event: dict, now: datetime) -> bool:
     outcome of a charge that waited for the customer (3-D Secure) settles that
     payment. Returns False for an event id seen before (nothing is done).
 
-    Raises GatewayError only when a refund that the outcome makes due fails
-    (the event is then stored and the payment settled; the refund is the
-    one step left to retry, as for a checkout)."""
+    A refund that the outcome makes due (the subscription could not start,
+    or the invoice is no longer open) is recorded pending with the event and
+    sent after the commit; if the gateway fails then, the billing cycle sends
+    it again (``refunds_retry_due``), so the event is still answered as taken."""
     event_id, event_type = str(event["id"]), str(event["type"])
     if GatewayEvent.objects.filter(gateway=gateway, event_id=event_id).exists():
         return False
@@ -48,7 +49,6 @@ def gateway_event_receive(*, gateway: str, event: dict, now: datetime) -> bool:
             if outcome is not None and customer_id is not None:
                 result = payment_settle_external(gateway=gateway, ref=outcome.ref, status=outcome.status,
                                                  failure_code=outcome.failure_code, now=now)
-        if result is not None and result.status == "refund_due":
-            invoice = Invoice.objects.get(pk=result.payment.invoice_id)
-            invoice_refund(invoice=invoice, amount=invoice.amount_paid, now=now, reason="activation_refused")
+        if result is not None and result.refund is not None:
+            refund_send(refund=result.refund, now=now)
     return True

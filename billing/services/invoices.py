@@ -5,7 +5,9 @@ entry of the money movement it records in that same transaction:
 
     issued         DR 1200 Receivable (total)   DR 4900 Discounts (discount)   CR 4001 Revenue (subtotal)
     paid           DR 1000 Cash                 CR 1200 Receivable
-    refunded       DR 4910 Refunds              CR 1000 Cash
+    refunded       DR 4910 Refunds              CR 1000 Cash        (when the gateway made it; pending before)
+    unapplied      DR 1000 Cash                 CR 2100 Customer credits   (a charge for an invoice no longer open)
+    its refund     DR 2100 Customer credits     CR 1000 Cash
     void           the reversal of the issue entry (only while nothing is paid)
     uncollectible  DR 6000 Bad debt             CR 1200 Receivable (what is unpaid)
 
@@ -161,22 +163,66 @@ def payment_settle(*, payment: Payment, status: str, failure_code: str = "", now
     return payment
 
 
-def refund_record(*, invoice: Invoice, amount: int, gateway: str, ref: str, idempotency_key: str, now: datetime) -> Payment:
-    """Record a refund of part of a paid invoice: DR Refunds / CR Cash."""
-    if amount <= 0 or invoice.amount_refunded + amount > invoice.amount_paid:
-        raise Conflict("The refund exceeds what was paid.", details={"invoice": invoice.pk, "refundable": invoice.amount_paid - invoice.amount_refunded})
-    payment = Payment.objects.create(
-        invoice=invoice, customer_id=invoice.customer_id, kind=Payment.Kind.REFUND, status=Payment.Status.SUCCEEDED,
-        gateway=gateway, gateway_ref=ref, idempotency_key=idempotency_key, amount=amount, currency=invoice.currency,
-        created_at=now,
+def refund_intent_record(*, invoice: Invoice, charge: Payment, amount: int, reason: str, now: datetime) -> Payment:
+    """Record that ``amount`` of ``charge`` (a succeeded charge of the locked
+    invoice) is to go back to the customer: a pending refund with its own
+    idempotency key, no ledger entry yet (``refund_settle`` posts it once the
+    gateway made the refund). Pending refunds count against what is left to refund."""
+    if charge.unapplied:
+        taken = sum(Payment.objects.filter(refund_of=charge, status__in=(Payment.Status.PENDING, Payment.Status.SUCCEEDED))
+                    .values_list("amount", flat=True))
+        refundable = charge.amount - taken
+    else:
+        pending = sum(invoice.payments.filter(kind=Payment.Kind.REFUND, status=Payment.Status.PENDING, unapplied=False)
+                      .values_list("amount", flat=True))
+        refundable = invoice.amount_paid - invoice.amount_refunded - pending
+    if amount <= 0 or amount > refundable:
+        raise Conflict("The refund exceeds what was paid.", details={"invoice": invoice.pk, "refundable": max(0, refundable)})
+    n = invoice.payments.filter(kind=Payment.Kind.REFUND).count() + 1
+    return Payment.objects.create(
+        invoice=invoice, customer_id=invoice.customer_id, kind=Payment.Kind.REFUND, status=Payment.Status.PENDING,
+        gateway=charge.gateway, idempotency_key=f"{invoice.pk}:refund:{n}", amount=amount, currency=charge.currency,
+        refund_of=charge, reason=reason[:32], unapplied=charge.unapplied, created_at=now,
     )
+
+
+def refund_settle(*, refund: Payment, invoice: Invoice, ref: str, now: datetime) -> Payment:
+    """The gateway made the (locked, pending) refund: DR Refunds / CR Cash (DR
+    Customer credits / CR Cash for unapplied cash), and payment.refunded."""
+    debit_account = accounts.CUSTOMER_CREDIT if refund.unapplied else accounts.REFUNDS
     entry = entry_post(
-        lines=[debit(accounts.REFUNDS, amount, invoice.currency), credit(accounts.CASH, amount, invoice.currency)],
-        memo=f"Refund on invoice {invoice.number}", posted_at=now, source=f"refund:{payment.pk}",
+        lines=[debit(debit_account, refund.amount, refund.currency), credit(accounts.CASH, refund.amount, refund.currency)],
+        memo=f"Refund on invoice {invoice.number}", posted_at=now, source=f"refund:{refund.pk}",
     )
-    Payment.objects.filter(pk=payment.pk).update(ledger_entry=entry)
-    Invoice.objects.filter(pk=invoice.pk).update(amount_refunded=F("amount_refunded") + amount)
-    invoice.amount_refunded += amount
+    Payment.objects.filter(pk=refund.pk).update(status=Payment.Status.SUCCEEDED, gateway_ref=ref, failure_code="",
+                                                ledger_entry=entry)
+    refund.status, refund.gateway_ref, refund.failure_code, refund.ledger_entry = Payment.Status.SUCCEEDED, ref, "", entry
+    if not refund.unapplied:
+        Invoice.objects.filter(pk=invoice.pk).update(amount_refunded=F("amount_refunded") + refund.amount)
+        invoice.amount_refunded += refund.amount
+    event_emit(type="payment.refunded", customer_id=invoice.customer_id,
+               data={"invoiceId": invoice.pk, "paymentId": refund.pk, "chargeId": refund.refund_of_id,
+                     "amount": refund.amount, "reason": refund.reason}, now=now)
+    return refund
+
+
+def unapplied_charge_record(*, payment: Payment, now: datetime) -> Payment:
+    """A charge that waited for 3-D Secure succeeded at the gateway after its
+    invoice stopped being open (voided, or paid another way): the money is
+    ours to give back, not the invoice's. DR Cash / CR Customer credits; the
+    invoice is left as it is; payment.succeeded says ``unapplied``."""
+    invoice = payment.invoice
+    entry = entry_post(
+        lines=[debit(accounts.CASH, payment.amount, payment.currency),
+               credit(accounts.CUSTOMER_CREDIT, payment.amount, payment.currency)],
+        memo=f"Unapplied payment for invoice {invoice.number}", posted_at=now, source=f"payment:{payment.pk}",
+    )
+    Payment.objects.filter(pk=payment.pk).update(status=Payment.Status.SUCCEEDED, failure_code="", unapplied=True,
+                                                 ledger_entry=entry)
+    payment.status, payment.unapplied, payment.ledger_entry = Payment.Status.SUCCEEDED, True, entry
+    event_emit(type="payment.succeeded", customer_id=invoice.customer_id,
+               data={**invoice_event_data(invoice), "paymentId": payment.pk, "amount": payment.amount, "unapplied": True},
+               now=now)
     return payment
 
 
@@ -190,6 +236,7 @@ def invoice_void(*, invoice: Invoice, now: datetime) -> None:
     invoice.closed_at = now
     invoice.next_attempt_at = None
     invoice.save(update_fields=["status", "closed_at", "next_attempt_at"])
+    event_emit(type="invoice.voided", customer_id=invoice.customer_id, data=invoice_event_data(invoice), now=now)
 
 
 def invoice_write_off(*, invoice: Invoice, now: datetime) -> None:
@@ -204,3 +251,5 @@ def invoice_write_off(*, invoice: Invoice, now: datetime) -> None:
     invoice.closed_at = now
     invoice.next_attempt_at = None
     invoice.save(update_fields=["status", "closed_at", "next_attempt_at"])
+    event_emit(type="invoice.uncollectible", customer_id=invoice.customer_id,
+               data={**invoice_event_data(invoice), "amountUnpaid": unpaid}, now=now)

@@ -7,10 +7,17 @@ that only one caller wins), the gateway is called with an idempotency key
 derived from the invoice id and attempt number, and the outcome is recorded,
 with its ledger entry and its effect, in one durable transaction. Callers
 hold ``customer_billing_lock`` around the whole sequence.
+
+Refunds are durable: the change that makes one due records it (a pending
+refund with its idempotency key) in its own transaction; ``refund_send``
+calls the gateway after the commit and records the outcome. A call that
+fails leaves the refund pending, and the billing cycle (``refunds_retry_due``)
+sends it again with the same key, so the gateway refunds once.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,12 +25,20 @@ from django.conf import settings
 from django.db import transaction
 
 from billing.errors import Conflict, NotFound, ValidationFailed
-from billing.gateways import ChargeResult, gateway_get
+from billing.gateways import ChargeResult, GatewayError, gateway_get
 from billing.locks import customer_billing_lock, lock_customer, lock_invoice
 from billing.models import CheckoutSession, Customer, Invoice, Payment, PaymentMethod, Subscription
 from billing.services.events import event_emit
 from billing.services.fulfilment import ActivationRefused, invoice_paid_apply, subscription_activate
-from billing.services.invoices import payment_record, payment_settle, refund_record
+from billing.services.invoices import (
+    payment_record,
+    payment_settle,
+    refund_intent_record,
+    refund_settle,
+    unapplied_charge_record,
+)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,6 +49,7 @@ class Collection:
     payment: Payment | None = None
     subscription: Subscription | None = None
     failure_code: str = ""
+    refund: Payment | None = None  # a refund recorded pending: the caller sends it after commit (refund_send)
 
 
 def customer_gateway_ref(customer: Customer) -> str:
@@ -86,17 +102,22 @@ def invoice_collect(*, invoice: Invoice, now: datetime, payment_method: PaymentM
     if pm is None:
         return Collection(status="no_payment_method")
     attempt = invoice.attempts + 1
+    # An attempt claimed before but never recorded (the process died during the gateway
+    # call, or the call raised) has an unknown outcome: repeat it with the same key, so
+    # the gateway answers what it did then instead of charging a second time.
+    previous = f"{invoice.pk}:charge:{invoice.attempts}"
+    unsettled = invoice.attempts > 0 and not Payment.objects.filter(idempotency_key=previous).exists()
     claimed = Invoice.objects.filter(pk=invoice.pk, status=Invoice.Status.OPEN, attempts=invoice.attempts).update(attempts=attempt)
     if not claimed:
         return Collection(status="not_due")
     invoice.attempts = attempt
-    key = f"{invoice.pk}:charge:{attempt}"
+    key = previous if unsettled else f"{invoice.pk}:charge:{attempt}"
     gateway = gateway_get(pm.gateway)
     result: ChargeResult = gateway.charge(
         customer_ref=customer_gateway_ref(invoice.customer), payment_method=pm.gateway_id, amount=invoice.total,
         currency=invoice.currency, idempotency_key=key, description=f"Invoice {invoice.number}",
     )
-    refused = None
+    refused = refund = None
     with transaction.atomic(durable=True):
         locked = lock_invoice(pk=invoice.pk)
         if locked.status != Invoice.Status.OPEN:
@@ -106,19 +127,29 @@ def invoice_collect(*, invoice: Invoice, now: datetime, payment_method: PaymentM
         sub = None
         if result.status == "succeeded":
             sub, refused = _apply_paid(locked, now)
+            if refused is not None:
+                refund = invoice_refund_due(invoice=locked, amount=locked.amount_paid, now=now, reason="activation_refused")
     invoice.refresh_from_db()
     if refused is not None:
-        invoice_refund(invoice=invoice, amount=invoice.amount_paid, now=now, reason="activation_refused")
-        return Collection(status="refunded", payment=payment, subscription=refused, failure_code="slot_taken")
+        refund_send(refund=refund, now=now)
+        return Collection(status="refunded", payment=payment, subscription=refused, failure_code="slot_taken", refund=refund)
     return Collection(status=result.status, payment=payment, subscription=sub, failure_code=result.failure_code)
 
 
 def _apply_paid(invoice: Invoice, now: datetime):
     """(subscription, None) after applying a paid invoice, or (None, the
     subscription that could not start) when its activation was refused."""
+    from rewards.services import referral_invoice_paid  # the rewards app builds on billing, not the reverse
+
     try:
         with transaction.atomic():
-            return invoice_paid_apply(invoice=invoice, now=now), None
+            sub = invoice_paid_apply(invoice=invoice, now=now)
+            # Only a payment that stands rewards a referral: after the activation, so a
+            # paid checkout refunded because its slot was taken gives nothing, and a
+            # coupon reward finds the subscription just paid for.
+            invoice.refresh_from_db(fields=["amount_paid"])
+            referral_invoice_paid(invoice=invoice, now=now)
+            return sub, None
     except ActivationRefused as refused:
         Subscription.objects.filter(pk=refused.subscription.pk).update(
             status=Subscription.Status.EXPIRED, ended_at=now, updated_at=now)
@@ -191,16 +222,19 @@ def checkout_confirm(*, session_id: str, succeed: bool, now: datetime) -> Collec
             if fresh.status != Payment.Status.REQUIRES_ACTION or invoice.status != Invoice.Status.OPEN:
                 raise Conflict("This payment is settled.", details={"payment": payment.pk})
             payment_settle(payment=fresh, status=result.status, failure_code=result.failure_code, now=now)
-            sub = refused = None
+            sub = refused = refund = None
             if result.status == "succeeded":
                 sub, refused = _apply_paid(invoice, now)
                 _session_close(session, now)
+                if refused is not None:
+                    refund = invoice_refund_due(invoice=invoice, amount=invoice.amount_paid, now=now,
+                                                reason="activation_refused")
             else:
                 CheckoutSession.objects.filter(pk=session.pk).update(payment=None)
         if refused is not None:
-            invoice.refresh_from_db()
-            invoice_refund(invoice=invoice, amount=invoice.amount_paid, now=now, reason="activation_refused")
-            return Collection(status="refunded", payment=fresh, subscription=refused, failure_code="slot_taken")
+            refund_send(refund=refund, now=now)
+            return Collection(status="refunded", payment=fresh, subscription=refused, failure_code="slot_taken",
+                              refund=refund)
         return Collection(status=result.status, payment=fresh, subscription=sub, failure_code=result.failure_code)
 
 
@@ -212,10 +246,16 @@ def payment_settle_external(*, gateway: str, ref: str, status: str, failure_code
 
     Joins the caller's transaction; the caller holds the customer's billing
     lock. Returns None when no charge waits under ``ref`` (settled already,
-    by ``checkout_confirm`` or an earlier event, or not ours). When the paid
-    invoice's subscription cannot start (the customer took another plan of
-    its slot meanwhile), the status is "refund_due": after commit the caller
-    refunds the invoice with ``invoice_refund``, as ``checkout_confirm`` does."""
+    by ``checkout_confirm`` or an earlier event, or not ours).
+
+    The status is "refund_due", with a pending refund in ``refund`` that the
+    caller sends after commit (``refund_send``), when the paid invoice's
+    subscription cannot start (the customer took another plan of its slot
+    meanwhile), and when the invoice is no longer open (its checkout expired
+    and voided it, or it was paid another way): the money the gateway took is
+    then recorded as an unapplied charge (DR 1000 / CR 2100) and all of it is
+    refunded, so it is never lost. A failure for such an invoice just fails
+    the waiting charge."""
     if status not in (Payment.Status.SUCCEEDED, Payment.Status.FAILED) or not ref:
         return None
     waiting = Payment.objects.filter(gateway=gateway, gateway_ref=ref, kind=Payment.Kind.CHARGE,
@@ -224,9 +264,18 @@ def payment_settle_external(*, gateway: str, ref: str, status: str, failure_code
         return None
     invoice = lock_invoice(pk=waiting.invoice_id)
     payment = Payment.objects.select_for_update().get(pk=waiting.pk)
-    if payment.status != Payment.Status.REQUIRES_ACTION or invoice.status != Invoice.Status.OPEN:
+    if payment.status != Payment.Status.REQUIRES_ACTION:
         return None
     payment.invoice = invoice
+    if invoice.status != Invoice.Status.OPEN:
+        CheckoutSession.objects.filter(payment=payment, status=CheckoutSession.Status.OPEN).update(payment=None)
+        if status != Payment.Status.SUCCEEDED:
+            payment_settle(payment=payment, status=status, failure_code=failure_code, now=now)
+            return Collection(status=status, payment=payment, failure_code=failure_code)
+        unapplied_charge_record(payment=payment, now=now)
+        refund = refund_intent_record(invoice=invoice, charge=payment, amount=payment.amount,
+                                      reason=f"invoice_{invoice.status}", now=now)
+        return Collection(status="refund_due", payment=payment, failure_code=f"invoice_{invoice.status}", refund=refund)
     payment_settle(payment=payment, status=status, failure_code=failure_code, now=now)
     sessions = CheckoutSession.objects.filter(payment=payment, status=CheckoutSession.Status.OPEN)
     if status != Payment.Status.SUCCEEDED:
@@ -235,7 +284,9 @@ def payment_settle_external(*, gateway: str, ref: str, status: str, failure_code
     sub, refused = _apply_paid(invoice, now)
     sessions.update(status=CheckoutSession.Status.COMPLETE)
     if refused is not None:
-        return Collection(status="refund_due", payment=payment, subscription=refused, failure_code="slot_taken")
+        refund = invoice_refund_due(invoice=invoice, amount=invoice.amount_paid, now=now, reason="activation_refused")
+        return Collection(status="refund_due", payment=payment, subscription=refused, failure_code="slot_taken",
+                          refund=refund)
     return Collection(status=status, payment=payment, subscription=sub)
 
 
@@ -244,24 +295,52 @@ def _session_close(session: CheckoutSession, now: datetime) -> None:
     session.status = CheckoutSession.Status.COMPLETE
 
 
-def invoice_refund(*, invoice: Invoice, amount: int, now: datetime, reason: str) -> Payment | None:
-    """Refund ``amount`` of a paid invoice to the card it was paid with. Joins no
-    transaction: the gateway is called first, then the refund recorded."""
+def invoice_refund_due(*, invoice: Invoice, amount: int, now: datetime, reason: str) -> Payment | None:
+    """Record, in the caller's transaction, a refund of ``amount`` of a paid
+    invoice to the card it was paid with: a pending refund, sent after the
+    commit with ``refund_send``. None for nothing to refund. Raises Conflict
+    (no payment, or more than is left to refund)."""
     if amount <= 0:
         return None
-    charge = invoice.payments.filter(kind=Payment.Kind.CHARGE, status=Payment.Status.SUCCEEDED).first()
+    locked = lock_invoice(pk=invoice.pk)
+    charge = locked.payments.filter(kind=Payment.Kind.CHARGE, status=Payment.Status.SUCCEEDED, unapplied=False).first()
     if charge is None:
         raise Conflict("The invoice has no payment to refund.", details={"invoice": invoice.pk})
-    n = invoice.payments.filter(kind=Payment.Kind.REFUND).count() + 1
-    key = f"{invoice.pk}:refund:{n}"
-    gateway = gateway_get(charge.gateway)
-    ref = gateway.refund(ref=charge.gateway_ref, amount=amount, idempotency_key=key)
+    return refund_intent_record(invoice=locked, charge=charge, amount=amount, reason=reason, now=now)
+
+
+def refund_send(*, refund: Payment, now: datetime) -> Payment:
+    """Ask the gateway to make a pending refund, with the refund's own key, and
+    record the outcome (its ledger entry, payment.refunded). Joins no
+    transaction: call it after the refund's commit. A gateway error leaves the
+    refund pending (its code in ``failure_code``) for ``refunds_retry_due``;
+    a refund recorded meanwhile (another sender) is returned as it is."""
+    charge = Payment.objects.get(pk=refund.refund_of_id)
+    gateway = gateway_get(refund.gateway)
+    try:
+        ref = gateway.refund(ref=charge.gateway_ref, amount=refund.amount, idempotency_key=refund.idempotency_key)
+    except GatewayError as exc:
+        details = exc.details if isinstance(exc.details, dict) else {}
+        code = str(details.get("error") or exc.code)[:64]
+        Payment.objects.filter(pk=refund.pk, status=Payment.Status.PENDING).update(failure_code=code)
+        refund.failure_code = code
+        logger.warning("refund %s (%s) failed at the gateway, left pending: %s", refund.pk, refund.idempotency_key, exc)
+        return refund
     with transaction.atomic(durable=True):
-        locked = lock_invoice(pk=invoice.pk)
-        payment = refund_record(invoice=locked, amount=amount, gateway=gateway.name, ref=ref, idempotency_key=key, now=now)
-        event_emit(type="payment.refunded", customer_id=invoice.customer_id,
-                   data={"invoiceId": invoice.pk, "paymentId": payment.pk, "amount": amount, "reason": reason}, now=now)
-    return payment
+        invoice = lock_invoice(pk=refund.invoice_id)
+        fresh = Payment.objects.select_for_update().get(pk=refund.pk)
+        if fresh.status != Payment.Status.PENDING:
+            return fresh
+        return refund_settle(refund=fresh, invoice=invoice, ref=ref, now=now)
+
+
+def invoice_refund(*, invoice: Invoice, amount: int, now: datetime, reason: str) -> Payment | None:
+    """Refund ``amount`` of a paid invoice now: record it pending, then send it
+    (``invoice_refund_due`` + ``refund_send``). Joins no transaction. The
+    result may still be pending (the gateway failed; the billing cycle retries)."""
+    with transaction.atomic(durable=True):
+        refund = invoice_refund_due(invoice=invoice, amount=amount, now=now, reason=reason)
+    return refund_send(refund=refund, now=now) if refund is not None else None
 
 
 def card_number_payment_method(number: str) -> str:

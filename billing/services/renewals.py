@@ -1,6 +1,6 @@
 """The period-end work on subscriptions and invoices, as of a given moment:
 renewals (with scheduled downgrades, cancellations and trial ends), overage
-invoices, dunning retries and abandoned checkouts.
+invoices, dunning retries, abandoned checkouts and refunds still pending.
 
 Exactly once: every invoice made here has a ``billing_key`` naming its
 period ("renewal:<subscription>:<period end>"), the due row is re-read under
@@ -17,14 +17,14 @@ from django.conf import settings
 from django.db import transaction
 
 from billing.locks import customer_billing_lock, lock_invoice, lock_subscription
-from billing.models import CheckoutSession, Invoice, InvoiceLine, OverageRecord, Subscription
+from billing.models import CheckoutSession, Invoice, InvoiceLine, OverageRecord, Payment, Subscription
 from billing.periods import add_interval
 from billing.services.coupons import coupon_discount
 from billing.services.events import event_emit
 from billing.services.fulfilment import plan_switch, subscription_end, subscription_event_data
 from billing.services.invoices import AlreadyBilled, LineDraft, invoice_issue, invoice_write_off, totals
-from billing.services.payments import invoice_collect, payment_method_default
-from billing.services.subscriptions import invoice_void_unpaid, period_amount
+from billing.services.payments import invoice_collect, payment_method_default, refund_send
+from billing.services.subscriptions import incomplete_subscription_abandon, invoice_void_unpaid, period_amount
 
 MAX_CATCH_UP = 1000  # periods one run renews for one subscription (a safety stop)
 
@@ -95,11 +95,24 @@ def _issue_period(*, sub: Subscription, start: datetime, end: datetime, now: dat
             Subscription.objects.filter(pk=sub.pk).update(coupon_cycles_left=sub.coupon_cycles_left)
     try:
         with transaction.atomic():
-            return invoice_issue(customer=sub.customer, subscription=sub, billing_key=f"renewal:{sub.pk}:{start.isoformat()}",
-                                 reason="renewal", currency=sub.currency, lines=lines, period=(start, end),
-                                 pending_action={"type": "renewal", "subscription": sub.pk}, now=now)
+            invoice = invoice_issue(customer=sub.customer, subscription=sub, billing_key=f"renewal:{sub.pk}:{start.isoformat()}",
+                                    reason="renewal", currency=sub.currency, lines=lines, period=(start, end),
+                                    pending_action={"type": "renewal", "subscription": sub.pk}, now=now)
     except AlreadyBilled:
         return None
+    _due_now(invoice, now)
+    return invoice
+
+
+def _due_now(invoice: Invoice, now: datetime) -> None:
+    """An open invoice issued here is due for collection at once, in the transaction that
+    issues it: the charge runs after the commit, and if the process dies before it
+    does (a worker killed), the next cycle's dunning sweep charges it instead of
+    leaving it open for ever. The customer's billing lock, held from issuing to
+    charging, keeps the sweep from racing the first charge."""
+    if invoice.status == Invoice.Status.OPEN:
+        Invoice.objects.filter(pk=invoice.pk).update(next_attempt_at=now)
+        invoice.next_attempt_at = now
 
 
 def _collect_or_dun(*, invoice: Invoice, now: datetime) -> None:
@@ -186,6 +199,7 @@ def overage_bill_due(*, now: datetime) -> int:
                                             currency=records[0].currency, lines=lines,
                                             period=(min((r.period_start for r in records if r.period_start), default=None), period_end),
                                             now=now)
+                    _due_now(invoice, now)
                     done += 1
             if invoice is not None and invoice.status == Invoice.Status.OPEN:
                 _collect_or_dun(invoice=invoice, now=now)
@@ -194,7 +208,8 @@ def overage_bill_due(*, now: datetime) -> int:
 
 def checkouts_expire_due(*, now: datetime) -> int:
     """Close checkouts nobody finished: their invoice is voided and the
-    subscription they would have started never starts."""
+    subscription they would have started never starts; a coupon redeemed for
+    either is given back."""
     done = 0
     for session in list(CheckoutSession.objects.filter(status=CheckoutSession.Status.OPEN, expires_at__lte=now)):
         with customer_billing_lock(customer_id=session.customer_id):
@@ -209,9 +224,24 @@ def checkouts_expire_due(*, now: datetime) -> int:
                     if invoice.status == Invoice.Status.OPEN and invoice.amount_paid == 0 and invoice.reason != "renewal":
                         invoice_void_unpaid(invoice=invoice, now=now)
                 if session.subscription_id:
-                    Subscription.objects.filter(pk=session.subscription_id, status=Subscription.Status.INCOMPLETE).update(
-                        status=Subscription.Status.EXPIRED, ended_at=now, updated_at=now
-                    )
+                    incomplete_subscription_abandon(sub_id=session.subscription_id, now=now)
                 done += 1
     return done
 
+
+
+def refunds_retry_due(*, now: datetime) -> int:
+    """Send again every refund still pending (its gateway call failed, or the
+    process died before making it), oldest first, with the refund's own
+    idempotency key, so the gateway makes each refund once. Returns how many
+    the gateway made now; one that fails again stays pending for the next run."""
+    done = 0
+    pending = Payment.objects.filter(kind=Payment.Kind.REFUND, status=Payment.Status.PENDING).order_by("created_at", "id")
+    for refund_id, customer_id in list(pending.values_list("id", "customer_id")):
+        with customer_billing_lock(customer_id=customer_id):
+            refund = Payment.objects.filter(pk=refund_id, status=Payment.Status.PENDING).first()
+            if refund is None:
+                continue  # sent meanwhile
+            if refund_send(refund=refund, now=now).status == Payment.Status.SUCCEEDED:
+                done += 1
+    return done

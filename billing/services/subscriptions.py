@@ -23,7 +23,7 @@ from django.db import IntegrityError, transaction
 
 from billing.errors import Conflict, ValidationFailed
 from billing.locks import customer_billing_lock, lock_customer, lock_invoice, lock_subscription
-from billing.models import Coupon, Customer, InvoiceLine, Product, ProductVersion, Subscription
+from billing.models import Coupon, CouponRedemption, Customer, InvoiceLine, Product, ProductVersion, Subscription
 from billing.money import round_minor
 from billing.periods import add_interval
 from billing.rating import tiered_amount
@@ -31,7 +31,7 @@ from billing.services.coupons import (
     coupon_cycles_after_first,
     coupon_discount,
     coupon_redeem,
-    coupon_release,
+    coupon_redemptions_release,
     coupon_usable,
 )
 from billing.services.fulfilment import (
@@ -52,11 +52,12 @@ from billing.services.payments import (
     checkout_create,
     checkout_url,
     invoice_collect,
-    invoice_refund,
+    invoice_refund_due,
+    refund_send,
     payment_method_default,
 )
 
-_MONTHLY = {"week": Decimal(52) / Decimal(12), "month": Decimal(1), "year": Decimal(1) / Decimal(12)}
+MONTHLY_FACTOR = {"week": Decimal(52) / Decimal(12), "month": Decimal(1), "year": Decimal(1) / Decimal(12)}
 
 
 @dataclass
@@ -84,7 +85,9 @@ class Quote:
 
     @property
     def next_cycle_at(self) -> datetime | None:
-        return self.period[1]
+        """When the next billing happens: the end of the period this quote starts,
+        or for a downgrade the moment it takes effect (the current period's end)."""
+        return self.period[0] if self.scenario == "downgrade" else self.period[1]
 
 
 @dataclass
@@ -113,7 +116,7 @@ def monthly_value(version: ProductVersion, quantity: int) -> Decimal:
     price = _recurring_price(version)
     if price is None:
         return Decimal(0)
-    return Decimal(period_amount(version, quantity)) * _MONTHLY[price.billing_interval]
+    return Decimal(period_amount(version, quantity)) * MONTHLY_FACTOR[price.billing_interval]
 
 
 def unused_fraction(sub: Subscription, now: datetime) -> tuple[int, int]:
@@ -308,12 +311,11 @@ def _issue_for_quote(customer, quote: Quote, now, carry_balances, carry_usages, 
                                coupon_cycles_left=cycles if _money_coupon(coupon) else None)
         action = {"type": "activate", "subscription": sub.pk}
         key = f"subscribe:{sub.pk}"
-    if coupon is not None:
-        action["redeemedCoupon"] = coupon.pk  # given back if the invoice is voided unpaid
+    if coupon is not None:  # given back if the invoice is voided unpaid (invoice_void_unpaid)
+        redemption = coupon_redeem(coupon=coupon, customer=customer, subscription=sub or quote.replaces, now=now)
+        action["redeemedCoupon"], action["couponRedemption"] = coupon.pk, redemption.pk
     invoice = invoice_issue(customer=customer, subscription=sub or quote.replaces, billing_key=key, reason=quote.scenario,
                             currency=quote.currency, lines=quote.lines, period=quote.period, pending_action=action, now=now)
-    if coupon is not None:
-        coupon_redeem(coupon=coupon, customer=customer, subscription=sub or quote.replaces, now=now)
     return invoice, sub
 
 
@@ -401,8 +403,12 @@ def quote_update(*, sub: Subscription, now: datetime, cancel_action: str | None 
 
 
 def _refundable(sub: Subscription) -> int:
+    """What of the period's payment is not refunded yet, nor due to be (pending refunds count)."""
     invoice = _period_invoice(sub)
-    return invoice.amount_paid - invoice.amount_refunded if invoice else 0
+    if invoice is None:
+        return 0
+    pending = sum(invoice.payments.filter(kind="refund", status="pending", unapplied=False).values_list("amount", flat=True))
+    return invoice.amount_paid - invoice.amount_refunded - pending
 
 
 def _period_invoice(sub: Subscription):
@@ -466,9 +472,13 @@ def subscription_update(*, customer: Customer, product: Product, now: datetime, 
                 sub.updated_at = now
                 sub.save()
                 event_emit(type="subscription.updated", customer_id=sub.customer_id, data=subscription_event_data(sub), now=now)
+            # The refund is recorded with the change (pending) and sent after the commit;
+            # if the gateway fails then, the billing cycle sends it again.
             refund_invoice = _period_invoice(sub) if q.refund else None
-        if refund_invoice is not None:
-            invoice_refund(invoice=refund_invoice, amount=q.refund, now=now, reason=q.action)
+            refund = (invoice_refund_due(invoice=refund_invoice, amount=q.refund, now=now, reason=q.action)
+                      if refund_invoice is not None else None)
+        if refund is not None:
+            refund_send(refund=refund, now=now)
         result = UpdateResult(subscription=sub, invoice=invoice, refund=q.refund)
         if invoice is not None and invoice.status == "open":
             collection = invoice_collect(invoice=invoice, now=now)
@@ -496,12 +506,28 @@ def cancel(*, customer: Customer, product: Product | None, immediately: bool, no
 
 
 def invoice_void_unpaid(*, invoice, now: datetime) -> None:
-    """Void an abandoned invoice (a checkout never paid) and give its coupon back."""
+    """Void an abandoned invoice (a checkout never paid) and undo the coupon
+    redemption made with it: the row is removed and the count given back, so a
+    coupon with ``maxRedemptions`` can be used again."""
     invoice_void(invoice=invoice, now=now)
-    redeemed = (invoice.pending_action or {}).get("redeemedCoupon")
-    if redeemed:
-        coupon_release(coupon=Coupon(pk=redeemed), now=now)
+    action = invoice.pending_action or {}
+    if action.get("couponRedemption"):
+        redemptions = CouponRedemption.objects.filter(pk=action["couponRedemption"])
+    elif action.get("redeemedCoupon"):  # issued before the redemption's id was recorded: redeemed with it
+        redemptions = CouponRedemption.objects.filter(coupon_id=action["redeemedCoupon"], customer_id=invoice.customer_id,
+                                                      subscription_id=invoice.subscription_id, created_at=invoice.created_at)[:1]
+        redemptions = CouponRedemption.objects.filter(pk__in=list(redemptions.values_list("pk", flat=True)))
+    else:
         return
-    sub = invoice.subscription  # invoices issued before redeemedCoupon was recorded
-    if sub is not None and sub.coupon_id and invoice.discount and (invoice.pending_action or {}).get("type") == "activate":
-        coupon_release(coupon=sub.coupon, now=now)
+    coupon_redemptions_release(redemptions=redemptions, now=now)
+
+
+def incomplete_subscription_abandon(*, sub_id: str, now: datetime) -> bool:
+    """An incomplete subscription whose checkout was abandoned never starts: it
+    expires, and the coupon redeemed to start it (a trial's, which has no
+    invoice to void) is given back. False if it was not incomplete any more."""
+    expired = Subscription.objects.filter(pk=sub_id, status=Subscription.Status.INCOMPLETE).update(
+        status=Subscription.Status.EXPIRED, ended_at=now, updated_at=now)
+    if expired:
+        coupon_redemptions_release(redemptions=CouponRedemption.objects.filter(subscription_id=sub_id), now=now)
+    return bool(expired)

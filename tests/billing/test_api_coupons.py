@@ -442,6 +442,50 @@ class TestCouponsAtSubscribe:
         assert Coupon.objects.get(code="UPGRADE").times_redeemed == 0
         assert Coupon.objects.get(code="FREEBASIC").times_redeemed == 1  # still in use by the basic plan
 
+    def test_a_coupon_given_back_by_an_abandoned_checkout_can_be_used_again(self, sk_client):
+        make_product(sk_client, "pro", amount=2000)
+        create_coupon(sk_client, maxRedemptions=1)
+        first = subscribe(sk_client, "pro", coupon="SAVE25")  # no card: a checkout url
+        assert first["url"] and CouponRedemption.objects.count() == 1
+        cycle(CheckoutSession.objects.get().expires_at + timedelta(seconds=1))
+        # The redemption is undone with the void: counted back and its row removed.
+        assert Coupon.objects.get().times_redeemed == 0 == CouponRedemption.objects.count()
+        assert Subscription.objects.get(pk=first["subscription"]["id"]).status == "expired"
+        assert sk_client.get(f"{API}/coupons/SAVE25").json()["timesRedeemed"] == 0
+        add_card(sk_client, customer="c2")
+        body = subscribe(sk_client, "pro", customer="c2", coupon="SAVE25")
+        assert (body["invoice"]["total"], body["invoice"]["status"]) == (1500, "paid")
+        assert Coupon.objects.get().times_redeemed == 1
+        assert CouponRedemption.objects.get().subscription_id == body["subscription"]["id"]
+
+    @pytest.mark.parametrize("coupon", [
+        {"code": "TRIAL7", "type": "trial_extension", "value": 7},
+        {"code": "SAVE25", "type": "percentage", "value": 25, "duration": "repeating", "durationMonths": 3},
+    ])
+    def test_an_abandoned_trial_checkout_gives_its_redemption_back(self, sk_client, coupon):
+        make_product(sk_client, "pro", amount=2000, freeTrial={"days": 7, "requirePaymentMethod": True})
+        create_coupon(sk_client, maxRedemptions=1, **coupon)
+        body = subscribe(sk_client, "pro", coupon=coupon["code"])  # no card: a checkout to save one
+        assert body["url"] and body["invoice"] is None and body["subscription"]["status"] == "incomplete"
+        assert Coupon.objects.get().times_redeemed == 1 == CouponRedemption.objects.count()
+        cycle(CheckoutSession.objects.get().expires_at + timedelta(seconds=1))
+        assert Subscription.objects.get(pk=body["subscription"]["id"]).status == "expired"
+        assert Coupon.objects.get().times_redeemed == 0 == CouponRedemption.objects.count()
+        # Another customer can take the one redemption now.
+        add_card(sk_client, customer="c2")
+        again = subscribe(sk_client, "pro", customer="c2", coupon=coupon["code"])
+        assert again["subscription"]["status"] == "trialing"
+        assert Coupon.objects.get().times_redeemed == 1
+
+    def test_a_completed_checkout_keeps_its_redemption_when_the_cycle_runs(self, sk_client):
+        make_product(sk_client, "pro", amount=2000, freeTrial={"days": 7, "requirePaymentMethod": True})
+        add_card(sk_client)
+        create_coupon(sk_client, code="TRIAL7", type="trial_extension", value=7, maxRedemptions=1)
+        subscribe(sk_client, "pro", coupon="TRIAL7")  # a card: the trial starts at once, no checkout
+        cycle(timezone.now() + timedelta(days=2))
+        assert live_sub().status == "trialing"
+        assert Coupon.objects.get().times_redeemed == 1 == CouponRedemption.objects.count()
+
 # --- durations across renewals ---------------------------------------------------
 
 

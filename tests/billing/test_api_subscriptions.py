@@ -1,7 +1,7 @@
 """subscribe / preview / update / cancel / invoices through the HTTP layer, on the
 offline test gateway. After every test the books reconcile (see billing_helpers)."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -185,6 +185,18 @@ class TestUpgradeAndDowngrade:
         assert live.product.slug == "basic" and live.current_period_start == end
         renewal = Invoice.objects.get(reason="renewal")
         assert (renewal.total, renewal.status, renewal.period_start) == (1000, "paid", end)
+
+    def test_the_preview_of_a_downgrade_says_when_it_takes_effect(self, sk_client):
+        make_product(sk_client, "basic", amount=1000)
+        make_product(sk_client, "pro", amount=3000)
+        add_card(sk_client)
+        sub = subscribe(sk_client, "pro")["subscription"]
+        preview = sk_client.post(f"{API}/preview-attach", {"customer": "c1", "product": "basic"}, format="json").json()
+        assert (preview["scenario"], preview["dueNow"], preview["lineItems"]) == ("downgrade", 0, [])
+        # The cheaper plan starts (and is first billed) when the current period ends.
+        end = Subscription.objects.get(pk=sub["id"]).current_period_end
+        assert preview["nextCycleAt"] is not None
+        assert datetime.fromisoformat(preview["nextCycleAt"].replace("Z", "+00:00")) == end
 
 
 class TestUpdateAndCancel:

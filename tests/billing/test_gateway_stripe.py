@@ -268,6 +268,25 @@ class TestSubscribeThroughStripe:
         at_stripe = raw_get(direct, f"/v1/refunds/{refund.gateway_ref}")
         assert (at_stripe["payment_intent"], at_stripe["amount"]) == (ref, 2000)
 
+    def test_a_3ds_payment_completed_after_its_checkout_expired_is_refunded_not_lost(self, sk_client, peer, direct):
+        body = subscribe_with(sk_client, direct, THREE_DS)
+        from billing.services.renewals import checkouts_expire_due
+
+        assert checkouts_expire_due(now=CheckoutSession.objects.get().expires_at) == 1
+        invoice = Invoice.objects.get(pk=body["invoice"]["id"])
+        assert invoice.status == "void"
+        ref = Payment.objects.get().gateway_ref
+        authenticate(direct, ref)  # the customer finishes 3-D Secure anyway: Stripe takes the money
+        assert deliver(event_payload(direct, "payment_intent.succeeded", ref)).status_code == 200
+        charge, refund = Payment.objects.get(kind="charge"), Payment.objects.get(kind="refund")
+        assert (charge.status, charge.unapplied, refund.status, refund.unapplied) == ("succeeded", True, "succeeded", True)
+        at_stripe = raw_get(direct, f"/v1/refunds/{refund.gateway_ref}")
+        assert (at_stripe["payment_intent"], at_stripe["amount"]) == (ref, 2000)
+        assert ("/v1/refunds", refund.idempotency_key) in peer.front.posts
+        invoice.refresh_from_db()
+        assert (invoice.status, invoice.amount_paid, invoice.amount_refunded) == ("void", 0, 0)
+        assert Subscription.objects.get(pk=body["subscription"]["id"]).status == "expired"
+
     def test_the_checkout_confirm_step_follows_what_stripe_says(self, sk_client, client, peer, direct):
         body = subscribe_with(sk_client, direct, THREE_DS)
         path = "/checkout/" + body["url"].split("/checkout/")[1]
@@ -488,6 +507,17 @@ class TestStripeGateway:
         second = gateway.refund(ref=charged.ref, amount=300, idempotency_key="pinv_test:refund:2")
         refunds = raw_get(direct, f"/v1/refunds?payment_intent={charged.ref}")["data"]
         assert sorted((r["id"], r["amount"]) for r in refunds) == sorted([(first, 500), (second, 300)])
+
+    def test_a_refund_resent_after_stripe_forgot_its_key_is_not_made_twice(self, gateway, customer_ref, direct, peer):
+        # A pending refund of ours can be sent again more than 24 h later, when Stripe no longer
+        # knows the idempotency key (the front's reset forgets it): the refund made under the key
+        # (its metadata) is found and answered.
+        charged = self.charge(gateway, customer_ref, self.saved(gateway, direct, customer_ref, SUCCESS))
+        first = gateway.refund(ref=charged.ref, amount=500, idempotency_key="pinv_late:refund:1")
+        peer.front.reset()
+        assert gateway.refund(ref=charged.ref, amount=500, idempotency_key="pinv_late:refund:1") == first
+        refunds = raw_get(direct, f"/v1/refunds?payment_intent={charged.ref}")["data"]
+        assert [(r["id"], r["amount"]) for r in refunds] == [(first, 500)]
 
     def test_a_setup_intent_saves_a_card_off_session(self, gateway, customer_ref, direct):
         secret = gateway.setup_intent_create(customer_ref=customer_ref, idempotency_key="pcs_test:setup")

@@ -23,29 +23,13 @@ from django.utils import timezone  # noqa: E402
 from billing.models import CheckoutSession, Invoice, Payment, Subscription  # noqa: E402
 from billing.services.api_keys import api_key_create  # noqa: E402
 from tests.billing.billing_helpers import API, assert_books_reconcile  # noqa: E402
+from tests.e2e.conftest import TIMEOUT_MS  # noqa: E402
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SUCCESS = "4242 4242 4242 4242"
 DECLINED = "4000 0000 0000 0002"
 THREE_DS = "4000 0027 6000 3184"
-TIMEOUT_MS = 30_000  # generous: CI machines run the suite on every core
-
-
-@pytest.fixture(scope="module")
-def browser(django_db_setup, live_server):
-    """One Chromium per module (per xdist worker); a fresh context per test.
-
-    The test database and the live server come first: while Playwright's sync API
-    runs, an asyncio loop is running on this thread and Django refuses ORM calls
-    here (SynchronousOnlyOperation). The ORM calls of these tests and of the
-    database flush after each are synchronous and safe, so the check is off only
-    while the browser runs."""
-    with pytest.MonkeyPatch.context() as mp, sync_api.sync_playwright() as p:
-        mp.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        chromium = p.chromium.launch(executable_path=BROWSER, headless=True, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
