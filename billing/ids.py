@@ -48,3 +48,11 @@ def new_id_pcs() -> str:
 
 def new_id_pcpn() -> str:
     return new_id("pcpn")
+
+
+def new_id_pwh() -> str:
+    return new_id("pwh")
+
+
+def new_id_pwhd() -> str:
+    return new_id("pwhd")

@@ -10,7 +10,9 @@ from contextlib import contextmanager
 
 from django.db import connection
 
-from billing.models import Balance, BalanceLock, Coupon, Customer, Invoice, Product, Subscription
+from billing.models import (
+    Balance, BalanceLock, Coupon, Customer, Invoice, Product, Subscription, WebhookDelivery, WebhookEndpoint,
+)
 
 
 def lock_customer(*, pk: int) -> Customer:
@@ -90,3 +92,56 @@ def lock_credit_entry(*, pk: str):
     from credits.models import CreditEntry  # the credits app builds on billing, not the reverse
 
     return CreditEntry.objects.select_for_update().get(pk=pk)
+
+
+def lock_referral_code(*, pk: str):
+    """A referral code (rewards.ReferralCode) FOR UPDATE: redemptions of one code
+    take it, so its program's per-referrer maximum holds under concurrency."""
+    from rewards.models import ReferralCode  # the rewards app builds on billing, not the reverse
+
+    return ReferralCode.objects.select_for_update().get(pk=pk)
+
+
+def lock_referral_redemption(*, pk: str):
+    """A referral redemption FOR UPDATE: whoever gives its rewards takes it and
+    re-reads its status, so they are given once."""
+    from rewards.models import ReferralRedemption
+
+    return ReferralRedemption.objects.select_for_update().get(pk=pk)
+
+
+# Webhooks: an endpoint's row lock is always taken BEFORE any lock on its deliveries
+# (a SELECT … FOR UPDATE or an UPDATE of a delivery row). Re-enabling and deleting
+# lock the endpoint then update its deliveries; recording an attempt and redelivering
+# lock the endpoint first too. Taking them the other way round in one path lets
+# PostgreSQL deadlock it against another (tests/billing/test_webhooks.py TestLockOrder).
+# The claim of an attempt is one UPDATE of the delivery alone (autocommit): it locks
+# no endpoint row.
+
+
+def lock_webhook_endpoint(*, pk: str) -> WebhookEndpoint | None:
+    """One webhook endpoint FOR UPDATE (deleted ones too), or None. Take it before
+    touching that endpoint's deliveries in the same transaction."""
+    return WebhookEndpoint.objects.select_for_update().filter(pk=pk).first()
+
+
+def lock_webhook_delivery(*, pk: str) -> tuple[WebhookEndpoint, WebhookDelivery] | None:
+    """A delivery and its endpoint, the endpoint first (FOR UPDATE), then the
+    delivery (FOR NO KEY UPDATE, as an UPDATE of it takes); None when there is no
+    such delivery."""
+    endpoint_id = WebhookDelivery.objects.filter(pk=pk).values_list("endpoint_id", flat=True).first()
+    if endpoint_id is None:
+        return None
+    endpoint = lock_webhook_endpoint(pk=endpoint_id)  # a delivery never changes endpoint
+    return endpoint, WebhookDelivery.objects.select_for_update(no_key=True).get(pk=pk)
+
+
+def lock_webhook_endpoints_active() -> list[WebhookEndpoint]:
+    """Every active, live webhook endpoint FOR UPDATE in primary-key order. The
+    fan-out takes these before it claims events, so each endpoint's sequence
+    numbers are handed out by one fan-out at a time, in order. The hot path
+    never takes them: an event is a plain INSERT."""
+    return list(
+        WebhookEndpoint.objects.select_for_update()
+        .filter(status=WebhookEndpoint.Status.ACTIVE, deleted_at__isnull=True).order_by("pk")
+    )

@@ -17,6 +17,10 @@ app.conf.beat_schedule = {
         "task": "billing.tasks.run_billing_cycle",
         "schedule": settings.BILLING_CYCLE_INTERVAL_SECONDS,
     },
+    "webhooks-sweep": {
+        "task": "billing.tasks.webhooks_sweep",
+        "schedule": settings.WEBHOOK_SWEEP_INTERVAL_SECONDS,
+    },
     "purge-expired-idempotency-keys": {
         "task": "billing.tasks.purge_idempotency_keys",
         "schedule": crontab(minute=17),

@@ -9,6 +9,7 @@ from .idempotency import IdempotencyKey
 from .invoices import CheckoutSession, GatewayEvent, Invoice, InvoiceCounter, InvoiceLine, Payment, PaymentMethod
 from .subscriptions import Subscription
 from .usage import Entity, UsageEvent
+from .webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "CheckoutSession",
@@ -39,4 +40,7 @@ __all__ = [
     "ProductFeature",
     "ProductVersion",
     "Subscription",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

@@ -10,7 +10,13 @@ from django.db.models import Q
 from billing.errors import Conflict, NotFound
 from billing.locks import lock_customer
 from billing.models import Customer, Subscription
+from billing.services.events import event_emit
 from billing.services.grants import auto_enable_products
+
+
+def customer_event_data(customer: Customer) -> dict:
+    return {"customerId": customer.external_id, "name": customer.name, "email": customer.email,
+            "metadata": customer.metadata}
 
 
 def customer_get_or_create(
@@ -39,6 +45,7 @@ def customer_get_or_create(
         except IntegrityError:
             return Customer.objects.get(external_id=external_id, deleted_at__isnull=True), False
         auto_enable_products(customer=customer, now=now)
+        event_emit(type="customer.created", customer_id=customer.pk, data=customer_event_data(customer), now=now)
         return customer, True
 
 
@@ -88,3 +95,4 @@ def customer_delete(*, customer: Customer, now: datetime) -> None:
         locked.deleted_at = now
         locked.updated_at = now
         locked.save(update_fields=["deleted_at", "updated_at"])
+        event_emit(type="customer.deleted", customer_id=locked.pk, data=customer_event_data(locked), now=now)

@@ -87,7 +87,8 @@ def subscription_end(*, sub: Subscription, status: str, now: datetime, keep_usag
     sub.updated_at = now
     sub.save(update_fields=["status", "ended_at", "canceled_at", "updated_at"])
     buckets_deactivate(sub=sub, now=now, keep_usage_on=keep_usage_on or set())
-    event_emit(type="subscription.canceled", customer_id=sub.customer_id, data=subscription_event_data(sub), now=now)
+    kind = "subscription.expired" if status == Subscription.Status.EXPIRED else "subscription.canceled"
+    event_emit(type=kind, customer_id=sub.customer_id, data=subscription_event_data(sub), now=now)
 
 
 def buckets_deactivate(*, sub: Subscription, now: datetime, keep_usage_on: set[int] = frozenset()) -> dict[int, int]:
