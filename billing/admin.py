@@ -4,7 +4,9 @@ The admin is an interface like the API: it validates input and makes one
 domain call. So the only writes it allows are those a service backs:
 
 - a customer's name, email and metadata (``customer_update``);
-- creating and revoking API keys (``api_key_create``, ``api_key_revoke``).
+- creating and revoking API keys (``api_key_create``, ``api_key_revoke``);
+- redelivering a webhook delivery and re-enabling a disabled webhook endpoint
+  (``webhook_delivery_redeliver``, ``webhook_endpoint_enable``).
 
 The catalog is read-only here because edits must go through the versioning
 service (a product with subscribers gets a new version); deletion of a
@@ -63,11 +65,15 @@ from billing.models import (
     SpendCap,
     Subscription,
     UsageEvent,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 from billing.services.api_keys import api_key_create, api_key_revoke
 from billing.services.audit import audit_record
 from billing.services.customers import customer_update
 from billing.services.grants import product_attach
+from billing.services.webhooks import webhook_delivery_redeliver, webhook_endpoint_enable
 from ledger.admin import ReadOnlyAdminMixin
 
 CATALOG_NOTE = (
@@ -609,7 +615,7 @@ class OverageRecordAdmin(ReadOnlyAdmin):
 
 @admin.register(OutboxEvent)
 class OutboxEventAdmin(ReadOnlyAdmin):
-    list_display = ("id", "type", "customer", "created_at")
+    list_display = ("id", "type", "customer", "created_at", "dispatched_at")
     list_filter = ("type",)
     search_fields = ("id", "customer__external_id")
     date_hierarchy = "created_at"
@@ -738,3 +744,98 @@ class CouponRedemptionAdmin(ReadOnlyAdmin):
     search_fields = ["coupon__code", "customer__external_id", "=subscription__id"]
     list_select_related = ["coupon", "customer", "subscription"]
     date_hierarchy = "created_at"
+
+
+# --- outgoing webhooks: read-only, two audited actions ---------------------
+
+WEBHOOK_NOTE = (
+    "Endpoints are created and deleted through the API (POST/DELETE /api/v1/pay/webhooks); their "
+    "signing secret is shown only in the answer to the create. An endpoint whose deliveries failed "
+    "for WEBHOOK_DISABLE_AFTER_SECONDS is disabled: fix the receiver, then use \u201cRe-enable\u201d; "
+    "the deliveries that waited are sent again. \u201cRedeliver\u201d on a delivery sends it once more now. "
+    "Deleting an endpoint fails its pending deliveries; their last attempt row says so."
+)
+
+
+class WebhookPermissionMixin:
+    def has_webhook_write_permission(self, request):
+        return request.user.has_perm(f"{self.opts.app_label}.{get_permission_codename('change', self.opts)}")
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(WebhookPermissionMixin, ReadOnlyAdmin):
+    admin_note = WEBHOOK_NOTE
+    list_display = ["url", "id", "status", "failing_since", "disabled_reason", "events", "created_at", "live"]
+    list_filter = ["status", ("deleted_at", admin.EmptyFieldListFilter), "created_at"]
+    search_fields = ["=id", "url"]
+    fields = ["id", "url", "events", "status", "disabled_reason", "disabled_at", "failing_since", "next_sequence",
+              "created_at", "updated_at", "deleted_at"]  # never the secret
+    readonly_fields = fields
+    actions = ["reenable"]
+
+    @admin.display(boolean=True, ordering="deleted_at")
+    def live(self, endpoint):
+        return endpoint.deleted_at is None
+
+    def lookup_allowed(self, lookup, value, request=None):
+        # The admin applies any local-field lookup from the query string, so
+        # ?secret__startswith=… would reveal the signing secret a character at a time.
+        if lookup.split("__")[0] == "secret":
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
+    @admin.action(description="Re-enable endpoint (and send what waited)", permissions=["webhook_write"])
+    def reenable(self, request, queryset):
+        now = timezone.now()
+        done = 0
+        for endpoint_id in queryset.values_list("pk", flat=True):
+            try:
+                endpoint, waiting = webhook_endpoint_enable(endpoint_id=endpoint_id, now=now)
+            except BillingError as exc:
+                self.message_user(request, f"{endpoint_id}: {exc.message}", messages.ERROR)
+                continue
+            self.log_change(request, endpoint, f"Re-enabled; {len(waiting)} waiting deliveries due.", verb="enable")
+            done += 1
+        if done:
+            self.message_user(request, f"Re-enabled {done} endpoint(s).", messages.SUCCESS)
+
+
+class WebhookAttemptInline(ReadOnlyInline):
+    model = WebhookAttempt
+    fields = ["number", "attempted_at", "succeeded", "status_code", "latency_ms", "error", "response_excerpt"]
+    ordering = ["number"]
+    show_change_link = False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(WebhookPermissionMixin, ReadOnlyAdmin):
+    admin_note = WEBHOOK_NOTE
+    list_display = ["id", "endpoint", "sequence", "event_type", "status", "attempts", "last_attempt_at",
+                    "next_attempt_at", "created_at"]
+    list_filter = ["status", "event__type", "created_at"]
+    search_fields = ["=id", "=event__id", "=endpoint__id", "endpoint__url"]
+    list_select_related = ["endpoint", "event"]
+    fields = ["id", "endpoint", "event", "event_type", "sequence", "status", "attempts", "last_attempt_at",
+              "next_attempt_at", "succeeded_at", "created_at"]
+    readonly_fields = fields
+    inlines = [WebhookAttemptInline]
+    actions = ["redeliver"]
+
+    @admin.display(description="type", ordering="event__type")
+    def event_type(self, delivery):
+        return delivery.event.type
+
+    @admin.action(description="Redeliver selected deliveries now", permissions=["webhook_write"])
+    def redeliver(self, request, queryset):
+        now = timezone.now()
+        done = 0
+        for delivery_id in queryset.values_list("pk", flat=True):
+            try:
+                delivery = webhook_delivery_redeliver(delivery_id=delivery_id, now=now)
+            except BillingError as exc:
+                self.message_user(request, f"{delivery_id}: {exc.message}", messages.ERROR)
+                continue
+            self.log_change(request, delivery, "Queued for redelivery.", verb="redeliver")
+            done += 1
+        if done:
+            self.message_user(request, f"Queued {done} delivery(ies) for redelivery.", messages.SUCCESS)
