@@ -362,33 +362,41 @@ def usage_track(
     if balance is None:
         balance = _empty_balance(customer_id=customer_id, feature_slug=feature_slug, entity_id=entity_id, now=now)
     with transaction.atomic(durable=True):
-        if idempotency_key is not None:
-            prior = UsageEvent.objects.filter(customer_id=balance.customer_id, idempotency_key=idempotency_key).first()
-            if prior is not None:
-                return _replay(prior, balance)
-        # A savepoint only when a duplicate key can make the insert fail.
-        guard = transaction.atomic() if idempotency_key is not None else nullcontext()
-        try:
-            with guard:
-                if amount >= 0:
-                    _conditional(_TRACK_SQL, balance=balance, amount=amount, now=now)
-                    before = balance.remaining + amount
-                    buckets_consume(balance_id=balance.pk, amount=_bucket_delta(balance, amount))
-                    recorded = amount
-                else:
-                    balance = lock_balance(pk=balance.pk)
-                    before = balance.remaining
-                    recorded = -min(-amount, balance.usage)
-                    usage_give_back(balance=balance, amount=-recorded, now=now)
-                event = usage_record(balance=balance, amount=recorded, now=now, timestamp=timestamp,
-                                idempotency_key=idempotency_key, properties=properties)
-        except IntegrityError:
-            if idempotency_key is None:
-                raise
-            # The same idempotency key committed by a concurrent request.
-            prior = UsageEvent.objects.get(customer_id=balance.customer_id, idempotency_key=idempotency_key)
+        return usage_track_on(balance=balance, amount=amount, now=now, idempotency_key=idempotency_key,
+                              properties=properties, timestamp=timestamp)
+
+
+def usage_track_on(*, balance: Balance, amount: int, now: datetime, idempotency_key: str | None = None,
+                   properties: dict | None = None, timestamp: datetime | None = None) -> TrackResult:
+    """``usage_track`` on a balance already looked up, in the caller's transaction
+    (the general path; ``track/batch`` uses it for its rare rows)."""
+    if idempotency_key is not None:
+        prior = UsageEvent.objects.filter(customer_id=balance.customer_id, idempotency_key=idempotency_key).first()
+        if prior is not None:
             return _replay(prior, balance)
-        emit_crossings(balance=balance, before=before, now=now)
+    # A savepoint only when a duplicate key can make the insert fail.
+    guard = transaction.atomic() if idempotency_key is not None else nullcontext()
+    try:
+        with guard:
+            if amount >= 0:
+                _conditional(_TRACK_SQL, balance=balance, amount=amount, now=now)
+                before = balance.remaining + amount
+                buckets_consume(balance_id=balance.pk, amount=_bucket_delta(balance, amount))
+                recorded = amount
+            else:
+                balance = lock_balance(pk=balance.pk)
+                before = balance.remaining
+                recorded = -min(-amount, balance.usage)
+                usage_give_back(balance=balance, amount=-recorded, now=now)
+            event = usage_record(balance=balance, amount=recorded, now=now, timestamp=timestamp,
+                                 idempotency_key=idempotency_key, properties=properties)
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        # The same idempotency key committed by a concurrent request.
+        prior = UsageEvent.objects.get(customer_id=balance.customer_id, idempotency_key=idempotency_key)
+        return _replay(prior, balance)
+    emit_crossings(balance=balance, before=before, now=now)
     return TrackResult(event=event, balance=balance)
 
 
@@ -411,6 +419,12 @@ def usage_give_back(*, balance: Balance, amount: int, now: datetime) -> None:
 
 def _empty_balance(*, customer_id: str, feature_slug: str, entity_id: str | None, now: datetime) -> Balance:
     """A balance row with no buckets, so usage of a feature the customer lacks is still kept."""
+    with transaction.atomic(durable=True):
+        return _empty_balance_here(customer_id=customer_id, feature_slug=feature_slug, entity_id=entity_id, now=now)
+
+
+def _empty_balance_here(*, customer_id: str, feature_slug: str, entity_id: str | None, now: datetime) -> Balance:
+    """``_empty_balance`` in the caller's transaction."""
     customer = Customer.objects.filter(external_id=customer_id, deleted_at__isnull=True).first()
     if customer is None:
         raise NotFound("customer", customer_id)
@@ -418,8 +432,20 @@ def _empty_balance(*, customer_id: str, feature_slug: str, entity_id: str | None
     if feature is None:
         raise NotFound("feature", feature_slug)
     entity = entity_lookup(customer=customer, entity_id=entity_id) if entity_id else None
-    with transaction.atomic(durable=True):
-        return balance_get_or_create(customer=customer, feature=feature, entity=entity, now=now)
+    return balance_get_or_create(customer=customer, feature=feature, entity=entity, now=now)
+
+
+def usage_track_in_transaction(*, customer_id: str, feature_slug: str, amount: int, now: datetime,
+                               entity_id: str | None = None, idempotency_key: str | None = None,
+                               properties: dict | None = None, timestamp: datetime | None = None) -> TrackResult:
+    """``usage_track`` by the general path, inside the caller's transaction (which
+    should hold the balance rows it may touch, in primary-key order). Raises
+    NotFound (customer, feature, entity)."""
+    balance = balance_lookup(customer_id=customer_id, feature_slug=feature_slug, entity_id=entity_id)
+    if balance is None:
+        balance = _empty_balance_here(customer_id=customer_id, feature_slug=feature_slug, entity_id=entity_id, now=now)
+    return usage_track_on(balance=balance, amount=amount, now=now, idempotency_key=idempotency_key,
+                          properties=properties, timestamp=timestamp)
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,29 @@ class TestMoneyAndEntitlements:
         assert billing.list_subscriptions(status="active", customer="ws1")["data"][0]["product"] == "team"
         assert_books_reconcile()
 
+    def test_track_batch_answers_each_event_in_order_and_records_keys_once(self, billing):
+        billing.create_product(**_snake(CREDITS_PLAN))
+        billing.get_or_create_customer("ws1")
+        billing.attach_payment_method("ws1", "pm_card_visa")
+        billing.subscribe(customer="ws1", product="team")
+        events = [
+            {"customer": "ws1", "feature": "credits", "amount": 4, "idempotency_key": "job-1"},
+            {"customer": "ws1", "feature": "credits", "amount": 4, "idempotencyKey": "job-1"},
+            {"customer": "ws1", "feature": "nope", "amount": 1},
+            {"customer": "ws1", "feature": "credits", "amount": 6, "properties": {"model": "m"}},
+        ]
+        results = billing.track_batch(events, idempotency_key="batch-1")["results"]
+        assert [(r.get("balance"), r.get("usage"), r.get("replayed")) for r in results] == [
+            (46, 4, False), (46, 4, True), (None, None, None), (40, 10, False)]
+        assert results[0]["eventId"].startswith("uev_") and results[1]["eventId"] == results[0]["eventId"]
+        assert results[2]["error"]["code"] == "NOT_FOUND"
+        assert billing.track_batch(events, idempotency_key="batch-1")["results"] == results  # the whole call replays
+        assert billing.get_customer("ws1")["balances"]["credits"]["usage"] == 10
+        with pytest.raises(CyncoBillingError) as caught:
+            billing.track_batch([])
+        assert (caught.value.status, caught.value.code) == (422, "VALIDATION_ERROR")
+        assert caught.value.details == [{"field": "events", "message": "must hold 1 to 1000 events, not 0"}]
+
     def test_preview_and_cancel(self, billing):
         billing.create_product(**_snake(CREDITS_PLAN))
         billing.get_or_create_customer("ws1")

@@ -12,13 +12,15 @@ from rest_framework.response import Response
 
 from billing.api.base import ApiView
 from billing.api.fields import AmountField, ExternalIdField, MetadataField, StrictBooleanField, StrictIntegerField, TimestampField
-from billing.errors import NotFound, ValidationFailed
+from billing.api.errors import error_body, flatten_validation
+from billing.errors import BillingError, NotFound, ValidationFailed
 from billing.models import Balance, Feature
 from billing.money import MAX_AMOUNT
 from billing.selectors.catalog import product_get
 from billing.selectors.customers import customer_get
 from billing.selectors.entitlements import usage_aggregate
 from billing.services.entitlements import entitlement_check, lock_finalize, usage_track
+from billing.services.usage_batch import MAX_BATCH, TrackEvent, usage_track_batch
 from billing.services.grants import (
     balance_create,
     balance_update,
@@ -192,6 +194,63 @@ class TrackView(ApiView):
         if result.replayed:
             response["Idempotent-Replayed"] = "true"
         return response
+
+
+class TrackBatchIn(serializers.Serializer):
+    events = TrackIn(many=True, help_text="1 to 1,000 track bodies; each is applied or refused on its own")
+
+
+class TrackBatchResultOut(serializers.Serializer):
+    eventId = serializers.CharField(required=False)
+    balance = serializers.IntegerField(required=False)
+    usage = serializers.IntegerField(required=False)
+    replayed = serializers.BooleanField(required=False, help_text="a repeated idempotencyKey: the first event's id")
+    error = serializers.DictField(required=False, help_text="{code, message, details}, as the error of a single track")
+
+
+class TrackBatchOut(serializers.Serializer):
+    results = TrackBatchResultOut(many=True)
+
+
+def _track_event(data) -> TrackEvent | dict:
+    """One event of a batch as the service takes it, or its error body (single track's 422)."""
+    v = TrackIn.plain(data)
+    if v is None:
+        serializer = TrackIn(data=data)
+        if not serializer.is_valid():
+            details = flatten_validation(serializer.errors)
+            return error_body("VALIDATION_ERROR", f"{details[0]['field']}: {details[0]['message']}", details)
+        v = serializer.validated_data
+    return TrackEvent(customer=v["customer"], feature=v["feature"], amount=v["amount"], entity_id=v.get("entity_id"),
+                      idempotency_key=v.get("idempotency_key"), properties=v.get("properties"),
+                      timestamp=v.get("timestamp"))
+
+
+class TrackBatchView(ApiView):
+    """Up to 1,000 track events; each answers as single track would, in input order.
+    A malformed envelope (not a list, empty, too long) is a 422 for the whole call."""
+
+    audit_action = None
+
+    @extend_schema(operation_id="trackBatch", request=TrackBatchIn, responses={200: TrackBatchOut})
+    def post(self, request):
+        data = request.data
+        raw = data.get("events") if isinstance(data, dict) else None
+        if type(raw) is not list:
+            raise ValidationFailed("events", "must be a list of track bodies")
+        if not 1 <= len(raw) <= MAX_BATCH:
+            raise ValidationFailed("events", f"must hold 1 to {MAX_BATCH} events, not {len(raw)}")
+        checked = [_track_event(item) for item in raw]
+        valid = [i for i, item in enumerate(checked) if isinstance(item, TrackEvent)]
+        outcomes = usage_track_batch(events=[checked[i] for i in valid], now=timezone.now()) if valid else []
+        results = list(checked)
+        for index, outcome in zip(valid, outcomes):
+            if isinstance(outcome, BillingError):
+                results[index] = error_body(outcome.code, outcome.message, outcome.details)
+            else:
+                results[index] = {"eventId": f"uev_{outcome.event_id}", "balance": outcome.remaining,
+                                  "usage": outcome.usage, "replayed": outcome.replayed}
+        return Response({"results": results})
 
 
 class FinalizeIn(serializers.Serializer):

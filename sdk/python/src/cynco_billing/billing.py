@@ -34,6 +34,7 @@ from .types import (
     SpendCap,
     SubscribeResult,
     Subscription,
+    TrackBatchResult,
     TrackResult,
     TrialBalance,
     Webhook,
@@ -198,8 +199,16 @@ class BillingClient:
                      idempotency_key=idempotency_key, properties=properties, timestamp=timestamp)
         return cast(TrackResult, self.request("POST", "track", body))
 
-    def track_batch(self, events: list[dict], *, idempotency_key: str | None = None) -> dict:
-        return self.request("POST", "track/batch", {"events": events}, idempotency_key=idempotency_key)
+    def track_batch(self, events: list[dict], *, idempotency_key: str | None = None) -> TrackBatchResult:
+        """``trackBatch``: up to 1,000 track events in one call, each a dict of ``track``'s
+        arguments (``{"customer": "acme", "feature": "api-calls", "amount": 3,
+        "idempotency_key": "req-1"}``; camelCase keys pass through). Answers
+        ``{"results": [...]}`` in input order, one per event: ``{eventId, balance,
+        usage, replayed}`` or ``{error: {code, message, details}}``, so one bad event
+        refuses only itself. ``idempotency_key`` here is the Idempotency-Key header of
+        the whole call; each event's own ``idempotency_key`` records it once."""
+        body = {"events": [_body(**event) for event in events]}
+        return cast(TrackBatchResult, self.request("POST", "track/batch", body, idempotency_key=idempotency_key))
 
     def finalize_lock(self, *, lock_id: str, action: str, override_value: int | None = None,
                       idempotency_key: str | None = None) -> FinalizeLockResult:

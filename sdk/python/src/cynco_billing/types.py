@@ -88,6 +88,20 @@ class TrackResult(TypedDict):
     usage: Optional[int]
 
 
+class TrackBatchItem(TypedDict, total=False):
+    """One event's answer in ``track_batch``: the fields of a track answer, or ``error``."""
+
+    eventId: str
+    balance: int
+    usage: int
+    replayed: bool  # a repeated idempotencyKey: eventId is the first event's
+    error: dict  # {code, message, details}, as a single track would raise it
+
+
+class TrackBatchResult(TypedDict):
+    results: List[TrackBatchItem]
+
+
 class FinalizeLockResult(TypedDict):
     lockId: str
     status: str
