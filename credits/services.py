@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,6 +46,8 @@ from billing.services.balances import (
 from billing.services.entitlements import usage_record
 from credits.models import CreditEntry, SeenSignature, Wallet
 from credits.selectors import customer_for_workspace, split_of, wallet_row
+
+logger = logging.getLogger(__name__)
 
 REPLAY_WINDOW = timedelta(hours=24)
 # Amounts are JSON integers a JavaScript client can send exactly.
@@ -543,15 +547,31 @@ def wallet_freeze(*, customer: Customer, frozen: bool, actor: str, now: datetime
 
 # --- the replay guard of signed requests -----------------------------------------------
 
+REDIS_RETRY_SECONDS = 5.0
+_redis_down_until = 0.0  # monotonic time until which Redis is not tried again (per process)
+
+
 def signature_remember(*, signature: str, now: datetime) -> bool:
     """Remember an accepted request signature for the replay window; False when
     it was seen before (a replay). In Redis when REDIS_URL is set (the cache
     then; ``add`` is atomic), else in the database (shared by every process)."""
     window = settings.SVC_HMAC_WINDOW_SECONDS
+    # Only a digest is kept, so neither the database (nor its SQL log) nor Redis holds a
+    # signature: no secret material at rest or in a log line.
+    signature = hashlib.sha256(signature.encode("utf-8", "surrogatepass")).hexdigest()
     # A signature stays valid while its timestamp is within the window on either
     # side of now: remember it for twice the window to cover both.
-    if settings.REDIS_URL:
-        return cache.add(f"credits:sig:{signature}", 1, timeout=2 * window)
+    global _redis_down_until
+    if settings.REDIS_URL and time.monotonic() >= _redis_down_until:
+        try:
+            return cache.add(f"credits:sig:{signature}", 1, timeout=2 * window)
+        except Exception as exc:  # redis-py's ConnectionError, TimeoutError, …: Redis is away
+            # Debits must not depend on Redis: remember signatures in the database
+            # meanwhile (a replay of one Redis saw just before is still refused by the
+            # debit's idempotency key), and try Redis again a few seconds later.
+            _redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
+            logger.warning("credits: Redis unavailable (%s: %s); signatures are remembered in the database "
+                           "for the next %s s", exc.__class__.__name__, exc, REDIS_RETRY_SECONDS)
     SeenSignature.objects.filter(expires_at__lt=now).delete()
     try:
         with transaction.atomic():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 
+from billing.api.throttling import count_auth_failure
 from billing.models import ApiKey
 from billing.services.api_keys import api_key_authenticate
 
@@ -34,7 +35,8 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if scheme == self.keyword and raw_key.strip():
             key = api_key_authenticate(raw_key=raw_key.strip(), now=timezone.now())
         if key is None:
-            # Unknown, revoked and malformed keys get the same answer.
+            # Unknown, revoked and malformed keys get the same answer (and the same count).
+            count_auth_failure(request)
             raise exceptions.AuthenticationFailed("Invalid API key.")
         return ApiPrincipal(key), key
 
@@ -50,6 +52,7 @@ class SecretKeyRequired(permissions.BasePermission):
     def has_permission(self, request, view):
         key = request.auth
         if not isinstance(key, ApiKey):
+            count_auth_failure(request)
             raise exceptions.NotAuthenticated("Missing API key: send Authorization: Bearer cp_sk_…")
         if key.type == ApiKey.Type.SECRET:
             return True

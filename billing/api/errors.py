@@ -73,23 +73,32 @@ def exception_handler(exc, context):
     elif isinstance(exc, DjangoPermissionDenied):
         status, body = 403, error_body("FORBIDDEN", "Forbidden.")
     else:
-        for cls, (code_status, code) in SIMPLE_ERRORS.items():
-            if isinstance(exc, cls):
-                status, body = code_status, error_body(code, str(exc.detail))
-                break
-        else:
-            if isinstance(exc, exceptions.APIException):
-                status = exc.status_code
-                body = error_body(str(exc.default_code).upper(), str(exc.detail))
-            else:
-                logger.exception("unhandled error in %s", context.get("view").__class__.__name__)
-                status, body = 500, error_body("INTERNAL_ERROR", "Internal error; nothing was changed.")
-        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-            headers["Retry-After"] = str(int(exc.wait) + 1)
+        status, body = other_error(exc, context, table=SIMPLE_ERRORS, log=logger)
+        headers.update(retry_after(exc))
         if status == 401:
             headers["WWW-Authenticate"] = "Bearer"
     set_rollback()
     return Response(body, status=status, headers=headers)
+
+
+def other_error(exc, context, *, table: dict, log: logging.Logger) -> tuple[int, dict]:
+    """The answer to an exception no rule of the API names: by ``table`` (DRF class →
+    (status, code)), else a DRF exception by its own status and code, else a logged 500
+    (the request's transaction is rolled back, so nothing was changed). Both APIs use it."""
+    for cls, (status, code) in table.items():
+        if isinstance(exc, cls):
+            return status, error_body(code, str(exc.detail))
+    if isinstance(exc, exceptions.APIException):
+        return exc.status_code, error_body(str(exc.default_code).upper(), str(exc.detail))
+    log.exception("unhandled error in %s", context.get("view").__class__.__name__)
+    return 500, error_body("INTERNAL_ERROR", "Internal error; nothing was changed.")
+
+
+def retry_after(exc) -> dict:
+    """``Retry-After`` for a throttled request (whole seconds, rounded up)."""
+    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+        return {"Retry-After": str(int(exc.wait) + 1)}
+    return {}
 
 
 def json_404(request, exception=None):

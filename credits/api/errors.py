@@ -9,7 +9,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from billing.api.errors import SIMPLE_ERRORS, error_body, flatten_validation
+from billing.api.errors import SIMPLE_ERRORS, error_body, flatten_validation, other_error, retry_after
 from billing.api.parsers import BodyInvalid
 from billing.errors import BillingError
 
@@ -39,16 +39,8 @@ def exception_handler(exc, context):
         first = details[0] if details else {"field": "body", "message": "invalid"}
         status, body = 400, error_body("INVALID_REQUEST", f"{first['field']}: {first['message']}", details)
     else:
-        for cls, (code_status, code) in _SIMPLE.items():
-            if isinstance(exc, cls):
-                status, body = code_status, error_body(code, str(exc.detail))
-                break
-        else:
-            if isinstance(exc, exceptions.APIException):
-                status, body = exc.status_code, error_body(str(exc.default_code).upper(), str(exc.detail))
-            else:
-                logger.exception("unhandled error in %s", context.get("view").__class__.__name__)
-                status, body = 500, error_body("INTERNAL_ERROR", "Internal error; nothing was changed.")
+        status, body = other_error(exc, context, table=_SIMPLE, log=logger)
+    headers.update(retry_after(exc))
     if status == 401:
         headers["WWW-Authenticate"] = 'HMAC-SHA256 realm="credits"'
     set_rollback()

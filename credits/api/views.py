@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.api.parsers import StrictJSONParser, check_text
+from billing.api.throttling import ServiceRateThrottle
 from credits.api.auth import HmacAuthentication, SignedServiceRequired
 from credits.api.errors import exception_handler
 from credits.models import CreditEntry
@@ -79,6 +80,7 @@ class CreditsView(APIView):
 
     authentication_classes = [HmacAuthentication]
     permission_classes = [SignedServiceRequired]
+    throttle_classes = [ServiceRateThrottle]  # per X-Service-Name, after the signature is checked
     parser_classes = [StrictJSONParser]
     renderer_classes = [JSONRenderer]
 
