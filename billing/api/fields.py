@@ -7,6 +7,7 @@ import re
 from datetime import datetime, timezone
 
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing.money import CURRENCY_RE, MAX_AMOUNT
@@ -90,6 +91,12 @@ class MetadataField(serializers.JSONField):
         return data
 
 
+@extend_schema_field({
+    "oneOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "integer", "minimum": 0, "maximum": 253402300799999, "description": "epoch milliseconds"},
+    ]
+})
 class TimestampField(serializers.Field):
     """An ISO 8601 time, or epoch milliseconds (as the JS SDK's Date.now() + …)."""
 

@@ -41,7 +41,7 @@ class SubscriptionOut(serializers.Serializer):
     canceledAt = serializers.DateTimeField(source="canceled_at", allow_null=True)
 
 
-class BalanceOut(serializers.Serializer):
+class CustomerBalanceOut(serializers.Serializer):
     granted = serializers.IntegerField()
     usage = serializers.IntegerField()
     remaining = serializers.IntegerField()
@@ -55,7 +55,7 @@ class CustomerOut(serializers.Serializer):
     email = serializers.CharField()
     metadata = serializers.JSONField()
     subscriptions = SubscriptionOut(many=True)
-    balances = serializers.DictField(child=BalanceOut())
+    balances = serializers.DictField(child=CustomerBalanceOut())
     flags = serializers.DictField(child=serializers.BooleanField())
     paymentMethods = serializers.ListField(child=serializers.DictField())
     createdAt = serializers.DateTimeField(source="created_at")

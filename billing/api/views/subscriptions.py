@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 
@@ -26,6 +26,13 @@ from billing.services.subscriptions import (
 )
 
 
+@extend_schema_field({
+    "oneOf": [
+        {"type": "string", "description": "a customer id"},
+        {"type": "object", "required": ["id"], "properties": {
+            "id": {"type": "string"}, "email": {"type": "string", "format": "email"}, "name": {"type": "string"}}},
+    ]
+})
 class CustomerRefField(serializers.Field):
     """A customer id, or {id, email?, name?} to create one on the way."""
 
