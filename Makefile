@@ -40,7 +40,7 @@ worker: $(VENV)/.run-deps
 	$(VENV)/bin/celery -A config worker --beat --loglevel=INFO
 
 test: $(VENV)/.test-deps
-	$(VENV)/bin/pytest -n auto -p no:cacheprovider $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n auto --dist loadgroup -p no:cacheprovider $(PYTEST_ARGS)
 
 # Throughput and latency of the hot routes under gunicorn on a fresh PostgreSQL database;
 # writes bench/RESULTS.md. BENCH_SECONDS=5 for a quicker run (see bench/README.md).
