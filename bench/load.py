@@ -26,7 +26,8 @@ import threading
 import time
 
 FEATURE = "bench-calls"
-SCENARIOS = ("noop", "check", "track", "hot-send", "lock", "debit")
+SCENARIOS = ("noop", "check", "track", "track-batch", "hot-send", "lock", "debit")
+BATCH_BODIES = 64  # distinct track/batch bodies made up front, so the load generator spends no CPU on JSON
 CREDITS_DEBIT_PATH = "/api/v1/credits/debit"
 
 
@@ -61,7 +62,7 @@ class Client:
 class Scenario:
     """``op(client, rng)`` performs one operation and returns (ok, allowed)."""
 
-    def __init__(self, name: str, customers: int, hot_customer: str, hmac_secret: str = ""):
+    def __init__(self, name: str, customers: int, hot_customer: str, hmac_secret: str = "", batch_size: int = 500):
         self.name = name
         self.hot_customer, self.hmac_secret = hot_customer, hmac_secret
         self.jobs = itertools.count()  # next() is atomic under the GIL: one job id per debit
@@ -70,6 +71,13 @@ class Scenario:
         self.check_bodies = [json.dumps({"customer": c, "feature": FEATURE}).encode() for c in ids]
         self.track_bodies = [json.dumps({"customer": c, "feature": FEATURE, "amount": 1}).encode() for c in ids]
         self.ids = ids
+        if name == "track-batch":
+            rng = random.Random(7)
+            self.batch_bodies = [
+                json.dumps({"events": [{"customer": rng.choice(ids), "feature": FEATURE, "amount": 1}
+                                       for _ in range(batch_size)]}).encode()
+                for _ in range(BATCH_BODIES)
+            ]
         self.hot_body = json.dumps(
             {"customer": hot_customer, "feature": FEATURE, "requiredBalance": 1, "sendEvent": True}
         ).encode()
@@ -86,6 +94,14 @@ class Scenario:
     def op_track(self, client, rng):
         status, _ = client.call("POST", "/api/v1/pay/track", rng.choice(self.track_bodies))
         return 200 <= status < 300, False
+
+    def op_track_batch(self, client, rng):
+        """One POST track/batch of --batch-size events (amount 1, random customers); ok
+        when every event was applied."""
+        status, body = client.call("POST", "/api/v1/pay/track/batch", rng.choice(self.batch_bodies))
+        if not 200 <= status < 300:
+            return False, False
+        return all("eventId" in r for r in json.loads(body)["results"]), False
 
     def op_hot_send(self, client, rng):
         status, body = client.call("POST", "/api/v1/pay/check", self.hot_body)
@@ -130,7 +146,7 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 
 def run(args) -> dict:
-    scenario = Scenario(args.scenario, args.customers, args.hot_customer, args.hmac_secret)
+    scenario = Scenario(args.scenario, args.customers, args.hot_customer, args.hmac_secret, args.batch_size)
     start = time.monotonic() + 0.2  # every client starts together
     measure_from = start + args.warmup
     stop_at = measure_from + args.seconds
@@ -201,6 +217,7 @@ def main() -> int:
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--hot-customer", default="hot", help="the one customer of hot-send (and the wallet of debit)")
     parser.add_argument("--hmac-secret", default="", help="SVC_HMAC_SECRETS secret of the server (debit)")
+    parser.add_argument("--batch-size", type=int, default=500, help="events per request of track-batch")
     parser.add_argument("--timeout", type=float, default=30.0, help="socket timeout per request, seconds")
     parser.add_argument("--max-ops", type=int, default=10_000_000, help="hard cap on operations per client")
     args = parser.parse_args()
