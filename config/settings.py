@@ -38,6 +38,28 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 
+# Production (PRODUCTION=1): DEBUG off and a real SECRET_KEY are required, and the SECURE_*
+# settings below default to HTTPS only (each can still be set from the environment).
+# `python manage.py check --deploy` passes with PRODUCTION=1 and SECRET_KEY set.
+PRODUCTION = env.bool("PRODUCTION", default=False)
+if PRODUCTION:
+    if DEBUG:
+        raise ImproperlyConfigured("PRODUCTION=1 with DEBUG=1: turn DEBUG off in production")
+    _key = env.str("SECRET_KEY", default="")
+    if len(_key) < 50 or len(set(_key)) < 5 or _key.startswith("django-insecure-"):
+        raise ImproperlyConfigured("PRODUCTION=1 needs SECRET_KEY: a random value of 50 or more characters")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=PRODUCTION)
+# Load balancers check these over plain HTTP; Prometheus scrapes /metrics on the private network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=PRODUCTION)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=PRODUCTION)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=PRODUCTION)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=PRODUCTION)
+# Behind a proxy that terminates TLS: trust its X-Forwarded-Proto (only if it always sets it).
+if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -52,12 +74,15 @@ INSTALLED_APPS = [
     "billing",
     "credits",
     "portal",
+    "rewards",
 ]
 
 MIDDLEWARE = [
+    "config.metrics.MetricsMiddleware",
     "billing.api.middleware.RequestIdMiddleware",
     "billing.api.cors.PublishableCorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "portal.security.PageSecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -168,6 +193,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["billing.api.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "billing.api.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["billing.api.throttling.ApiKeyRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
@@ -180,6 +206,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "billing.api.schema.add_error_responses",
+    ],
 }
 
 # --- Billing --------------------------------------------------------------
@@ -209,17 +239,74 @@ STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 BILLING_DUNNING_RETRY_DAYS = env.list("BILLING_DUNNING_RETRY_DAYS", cast=int, default=[1, 3, 5])
 BILLING_CHECKOUT_TTL_SECONDS = env.int("BILLING_CHECKOUT_TTL_SECONDS", default=24 * 3600)
 BILLING_INVOICE_PREFIX = env.str("BILLING_INVOICE_PREFIX", default="INV")
+# Outgoing webhooks: the POST timeout; the waits after failed attempt 1, 2, … (then the delivery
+# has failed; the default spans 27 h 36 m); how long an endpoint may fail before it is disabled;
+# how often beat sweeps undispatched events and due deliveries.
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+WEBHOOK_RETRY_DELAYS_SECONDS = env.list(
+    "WEBHOOK_RETRY_DELAYS_SECONDS", cast=int, default=[30, 300, 1800, 7200, 18000, 36000, 36000]
+)
+WEBHOOK_DISABLE_AFTER_SECONDS = env.int("WEBHOOK_DISABLE_AFTER_SECONDS", default=3 * 24 * 3600)
+WEBHOOK_SWEEP_INTERVAL_SECONDS = env.float("WEBHOOK_SWEEP_INTERVAL_SECONDS", default=15.0)
+if any(delay <= 0 for delay in WEBHOOK_RETRY_DELAYS_SECONDS) or WEBHOOK_TIMEOUT_SECONDS <= 0:
+    raise ImproperlyConfigured("WEBHOOK_RETRY_DELAYS_SECONDS and WEBHOOK_TIMEOUT_SECONDS must be positive")
 IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=24 * 3600)
 PORTAL_LINK_TTL_SECONDS = env.int("PORTAL_LINK_TTL_SECONDS", default=3600)
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# LOG_FORMAT: "json" (one object a line; the default in production) or "plain". Either way
+# API keys, webhook secrets, signatures, portal tokens and card numbers are redacted (config/logs.py).
+LOG_FORMAT = env.str("LOG_FORMAT", default="json" if PRODUCTION else "plain")
+if LOG_FORMAT not in ("json", "plain"):
+    raise ImproperlyConfigured("LOG_FORMAT must be json or plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redact": {"()": "config.logs.RedactSecretsFilter"}},
+    "formatters": {
+        "plain": {"()": "config.logs.PlainFormatter", "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "config.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+# Rate limits (429 RATE_LIMITED with Retry-After): a token bucket per API key on the merchant API
+# and per X-Service-Name on the credits API, refilled at *_PER_SECOND up to *_BURST tokens. In Redis
+# (shared by every process) when REDIS_URL is set, else per process; if Redis fails, the limiter
+# counts per process and tries Redis again after RATE_LIMIT_REDIS_RETRY_SECONDS (fails open).
+RATE_LIMIT_ENABLED = env.bool("RATE_LIMIT_ENABLED", default=True)
+RATE_LIMIT_PER_SECOND = env.float("RATE_LIMIT_PER_SECOND", default=1000.0)
+RATE_LIMIT_BURST = env.int("RATE_LIMIT_BURST", default=2000)
+CREDITS_RATE_LIMIT_PER_SECOND = env.float("CREDITS_RATE_LIMIT_PER_SECOND", default=1000.0)
+CREDITS_RATE_LIMIT_BURST = env.int("CREDITS_RATE_LIMIT_BURST", default=2000)
+RATE_LIMIT_REDIS_TIMEOUT = env.float("RATE_LIMIT_REDIS_TIMEOUT", default=0.1)
+RATE_LIMIT_REDIS_RETRY_SECONDS = env.float("RATE_LIMIT_REDIS_RETRY_SECONDS", default=5.0)
+RATE_LIMIT_KEY_PREFIX = env.str("RATE_LIMIT_KEY_PREFIX", default="ratelimit:")
+# Failed API-key authentications (401 on the merchant API) per client address: past this many in a
+# minute, that address gets 429 RATE_LIMITED for any request without a valid key (valid keys keep
+# working). Same buckets as above; 0 turns it off.
+AUTH_FAILURE_LIMIT_PER_MINUTE = env.int("AUTH_FAILURE_LIMIT_PER_MINUTE", default=60)
+if RATE_LIMIT_PER_SECOND <= 0 or CREDITS_RATE_LIMIT_PER_SECOND <= 0:
+    raise ImproperlyConfigured("RATE_LIMIT_PER_SECOND and CREDITS_RATE_LIMIT_PER_SECOND must be positive")
+if RATE_LIMIT_BURST < 1 or CREDITS_RATE_LIMIT_BURST < 1:
+    raise ImproperlyConfigured("RATE_LIMIT_BURST and CREDITS_RATE_LIMIT_BURST must be at least 1")
+
+# /metrics (Prometheus): with a token, a scrape must send Authorization: Bearer <token>.
+METRICS_BEARER_TOKEN = env.str("METRICS_BEARER_TOKEN", default="")
+
+# Staff sign-in (/admin/login/): after this many failures for one username from one address
+# within the window, that pair is refused for the lockout (counted in the cache).
+ADMIN_LOGIN_MAX_FAILURES = env.int("ADMIN_LOGIN_MAX_FAILURES", default=5)
+ADMIN_LOGIN_WINDOW_SECONDS = env.int("ADMIN_LOGIN_WINDOW_SECONDS", default=15 * 60)
+ADMIN_LOGIN_LOCKOUT_SECONDS = env.int("ADMIN_LOGIN_LOCKOUT_SECONDS", default=15 * 60)
+
+# How many reverse proxies stand in front of the app. 0: the client address is REMOTE_ADDR and
+# X-Forwarded-For is ignored; n: it is X-Forwarded-For's n-th entry from the right (the right-most
+# one no client can forge). Used by the admin sign-in guard and the failed-authentication limit.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+if TRUSTED_PROXY_COUNT < 0 or AUTH_FAILURE_LIMIT_PER_MINUTE < 0:
+    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT and AUTH_FAILURE_LIMIT_PER_MINUTE must be 0 or more")
+
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
 API_PAGE_SIZE_MAX = 100

@@ -1,7 +1,8 @@
 from django.urls import path
 
 from billing.api.views import plans
-from billing.api.views import api_keys, audit, coupons, customers, entitlements, invoices, ledger, ping, portal, products, subscriptions
+from rewards import api as rewards
+from billing.api.views import analytics, api_keys, audit, coupons, customers, entitlements, invoices, ledger, ping, portal, products, subscriptions, webhooks
 
 urlpatterns = [
     path("ping", ping.PingView.as_view(), name="ping"),
@@ -11,6 +12,7 @@ urlpatterns = [
     path("customers/<str:customer_id>/entities/<str:entity_id>", entitlements.EntityDetailView.as_view(), name="entity-detail"),
     path("check", entitlements.CheckView.as_view(), name="check"),
     path("track", entitlements.TrackView.as_view(), name="track"),
+    path("track/batch", entitlements.TrackBatchView.as_view(), name="track-batch"),
     path("locks/finalize", entitlements.FinalizeLockView.as_view(), name="locks-finalize"),
     path("balances", entitlements.BalanceView.as_view(), name="balances"),
     path("spend-caps", entitlements.SpendCapView.as_view(), name="spend-caps"),
@@ -35,10 +37,17 @@ urlpatterns = [
     path("products/<str:product_id>/migrate", products.ProductMigrateView.as_view(), name="product-migrate"),
     path("plans", plans.PlanListView.as_view(), name="plans"),
     path("pricing-table", plans.PricingTableView.as_view(), name="pricing-table"),
+    path("reward-programs", rewards.RewardProgramCollectionView.as_view(), name="reward-programs"),
+    path("referral-codes", rewards.ReferralCodeCollectionView.as_view(), name="referral-codes"),
+    path("referral-codes/redeem", rewards.ReferralRedeemView.as_view(), name="referral-codes-redeem"),
+    path("webhooks", webhooks.WebhookCollectionView.as_view(), name="webhooks"),
+    path("webhooks/<str:webhook_id>", webhooks.WebhookDetailView.as_view(), name="webhook-detail"),
     path("api-keys", api_keys.ApiKeyCollectionView.as_view(), name="api-keys"),
     path("api-keys/<str:key_id>", api_keys.ApiKeyDetailView.as_view(), name="api-key-detail"),
     path("portal", portal.PortalLinkView.as_view(), name="portal"),
     path("audit-events", audit.AuditEventListView.as_view(), name="audit-events"),
     path("ledger/trial-balance", ledger.TrialBalanceView.as_view(), name="trial-balance"),
     path("ledger/entries", ledger.LedgerEntryListView.as_view(), name="ledger-entries"),
+    path("analytics", analytics.AnalyticsView.as_view(), name="analytics"),
+    path("analytics/revenue-timeline", analytics.RevenueTimelineView.as_view(), name="analytics-revenue-timeline"),
 ]
