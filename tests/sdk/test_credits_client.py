@@ -3,6 +3,8 @@ verify_webhook."""
 
 import hashlib
 import json
+import socket
+import threading
 import time
 
 import pytest
@@ -158,6 +160,33 @@ class TestConfiguration:
         assert client.timeout == 10
         with pytest.raises(BillingServiceUnavailableError):
             client.get_balance("ws1")
+
+    @pytest.mark.parametrize("answer", [
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{\"ledgerEntryId\":",
+        b"HTTP/1.1 2",
+    ], ids=["body-cut-short", "status-line-cut-short"])
+    def test_an_answer_cut_short_is_unavailable_so_the_caller_retries(self, hmac_secret, answer):
+        """A worker killed mid-answer leaves the client a truncated body or status line.
+        The fault test found the SDK raising http.client's IncompleteRead there, which is no
+        error the caller is told to retry, so a debit that had been made went unacknowledged."""
+        listener = socket.create_server(("127.0.0.1", 0))
+
+        def serve_once():
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+        server = threading.Thread(target=serve_once, daemon=True)
+        server.start()
+        client = CreditsClient(f"http://127.0.0.1:{listener.getsockname()[1]}", secret=hmac_secret,
+                               service_name="svc", timeout=5)
+        try:
+            with pytest.raises(BillingServiceUnavailableError) as caught:
+                client.debit_credits("ws1", 1, "job-1")
+        finally:
+            server.join(5)
+            listener.close()
+        assert caught.value.code == "UNAVAILABLE"
 
     def test_the_same_request_twice_in_one_second_is_signed_twice_differently(self, hmac_secret):
         client = CreditsClient("http://127.0.0.1:1", secret=hmac_secret, service_name="svc", clock=lambda: 1_000)

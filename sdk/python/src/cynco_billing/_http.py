@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import urllib.error
@@ -45,12 +46,17 @@ def exchange(method: str, url: str, *, body: bytes | None, headers: dict[str, st
         **({"Content-Type": "application/json"} if body is not None else {}),
     })
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw, status, answer_headers = response.read(), response.status, dict(response.headers.items())
-    except urllib.error.HTTPError as exc:
-        raw, status, answer_headers = exc.read(), exc.code, dict(exc.headers.items()) if exc.headers else {}
-    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                raw, status, answer_headers = response.read(), response.status, dict(response.headers.items())
+        except urllib.error.HTTPError as exc:
+            raw, status, answer_headers = exc.read(), exc.code, dict(exc.headers.items()) if exc.headers else {}
+    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError,
+            http.client.HTTPException) as exc:
+        # HTTPException: a status line or body cut short (IncompleteRead, BadStatusLine), as
+        # when the server's worker dies mid-answer. The request may have been carried out, so
+        # the caller retries with the same idempotency key, as for any other lost answer.
+        reason = repr(exc) if isinstance(exc, http.client.HTTPException) else getattr(exc, "reason", exc)
         raise BillingServiceUnavailableError(f"{method} {url}: no answer ({reason})", code="UNAVAILABLE") from exc
     data: Any = None
     if raw:
