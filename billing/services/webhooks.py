@@ -44,6 +44,7 @@ from billing.errors import Conflict, NotFound, ValidationFailed
 from billing.locks import lock_webhook_delivery, lock_webhook_endpoint, lock_webhook_endpoints_active
 from billing.models import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from billing.models.webhooks import RESPONSE_EXCERPT_MAX
+from billing.net import AddressRefused, connect_public, host_problem, resolve_public
 from billing.services.audit import audit_record
 from billing.services.events import EVENT_TYPES
 
@@ -95,8 +96,15 @@ def webhook_events_clean(events) -> list[str]:
 
 def webhook_endpoint_create(*, url: str, events: list[str], now: datetime) -> tuple[WebhookEndpoint, str]:
     """A new active endpoint and its signing secret (``whsec_…``), which only this
-    call returns. ``events`` empty or ``["*"]``: every type. Raises ValidationFailed."""
+    call returns. ``events`` empty or ``["*"]``: every type. Unless
+    WEBHOOK_ALLOW_PRIVATE_URLS, a URL whose host is a non-public IP literal or a
+    local name is refused here, without DNS (names are judged when a delivery
+    resolves them). Raises ValidationFailed."""
     problem = _url_problem(url)
+    if not problem and not settings.WEBHOOK_ALLOW_PRIVATE_URLS:
+        refused = host_problem(urlsplit(url).hostname)
+        if refused:
+            problem = f"refused: {refused}; webhooks go to public hosts only"
     if problem:
         raise ValidationFailed("url", problem)
     cleaned = webhook_events_clean(events)
@@ -408,11 +416,14 @@ class _Deadline:
                     pass
 
 
-def _watched(http_class, deadline: _Deadline):
-    """``http_class`` whose sockets (TLS handshake included) are under ``deadline``."""
+def _watched(http_class, deadline: _Deadline, *, public_only: bool):
+    """``http_class`` whose sockets (TLS handshake included) are under ``deadline``;
+    with ``public_only`` they connect only to the public addresses the host
+    resolved to, once (``billing.net.connect_public``; TLS still checks the name)."""
+    connect = connect_public if public_only else socket.create_connection
 
     def create_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None):
-        sock = socket.create_connection(address, timeout, source_address)
+        sock = connect(address, timeout, source_address)
         deadline.watch(sock)
         return sock
 
@@ -424,27 +435,38 @@ def _watched(http_class, deadline: _Deadline):
     return make
 
 
-class _HttpUntil(urllib.request.HTTPHandler):
-    def __init__(self, deadline: _Deadline):
+class _Guarded:
+    """``do_open`` under the attempt's deadline and, unless private URLs are allowed,
+    the SSRF guard. Through a proxy from the environment (HTTP(S)_PROXY, which the
+    operator set) the socket goes to the proxy: the target's name is resolved and
+    vetted here, but the proxy resolves it again, so against DNS rebinding the proxy
+    must hold its own rules."""
+
+    def __init__(self, deadline: _Deadline, allow_private: bool):
         super().__init__()
-        self.deadline = deadline
+        self.deadline, self.allow_private = deadline, allow_private
 
     def do_open(self, http_class, req, **kwargs):
-        return super().do_open(_watched(http_class, self.deadline), req, **kwargs)
+        public_only = not self.allow_private
+        if public_only and (req.has_proxy() or req._tunnel_host):
+            target = urlsplit(req.full_url)
+            resolve_public(target.hostname, target.port or (443 if target.scheme == "https" else 80))
+            public_only = False
+        return super().do_open(_watched(http_class, self.deadline, public_only=public_only), req, **kwargs)
 
 
-class _HttpsUntil(urllib.request.HTTPSHandler):
-    def __init__(self, deadline: _Deadline):
-        super().__init__()
-        self.deadline = deadline
-
-    def do_open(self, http_class, req, **kwargs):
-        return super().do_open(_watched(http_class, self.deadline), req, **kwargs)
+class _HttpUntil(_Guarded, urllib.request.HTTPHandler):
+    pass
 
 
-def _opener_until(deadline: _Deadline) -> urllib.request.OpenerDirector:
+class _HttpsUntil(_Guarded, urllib.request.HTTPSHandler):
+    pass
+
+
+def _opener_until(deadline: _Deadline, *, allow_private: bool) -> urllib.request.OpenerDirector:
     """urllib's opener (proxies from the environment, TLS checks), no redirects."""
-    return urllib.request.build_opener(_NoRedirects, _HttpUntil(deadline), _HttpsUntil(deadline))
+    return urllib.request.build_opener(_NoRedirects, _HttpUntil(deadline, allow_private),
+                                       _HttpsUntil(deadline, allow_private))
 
 
 def _excerpt(response) -> bytes:
@@ -454,16 +476,18 @@ def _excerpt(response) -> bytes:
         return b""
 
 
-def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> HttpOutcome:
+def _post(url: str, body: bytes, headers: dict[str, str], timeout: float, *, allow_private: bool) -> HttpOutcome:
     """POST ``body``; the whole attempt ends within ``timeout`` seconds. A status
     that arrived in time is the answer (a 2xx is a success even if its body was
-    still trickling at the deadline: the excerpt is what came)."""
+    still trickling at the deadline: the excerpt is what came). Unless
+    ``allow_private``, a host that resolves to any non-public address is not
+    contacted: the attempt fails with "refused: …" as its error."""
     request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     started = time.monotonic()
     code, raw, error = None, b"", ""
     with _Deadline(timeout) as deadline:
         try:
-            with _opener_until(deadline).open(request, timeout=timeout) as response:
+            with _opener_until(deadline, allow_private=allow_private).open(request, timeout=timeout) as response:
                 # Cut at the deadline, the headers end early and look complete to http.client.
                 code = None if deadline.expired else response.status
                 raw = _excerpt(response) if code is not None else b""
@@ -471,6 +495,8 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Htt
             code = None if deadline.expired else exc.code
             raw = _excerpt(exc) if code is not None else b""
             exc.close()
+        except AddressRefused as exc:
+            error = f"{exc} (WEBHOOK_ALLOW_PRIVATE_URLS is off)"[:500]
         except Exception as exc:  # noqa: BLE001 - any failure to get an answer is a failed attempt
             error = f"{type(exc).__name__}: {exc}"[:500]
     if code is None and deadline.expired:
@@ -546,7 +572,7 @@ def webhook_delivery_attempt(*, delivery_id: str, now: datetime) -> WebhookAttem
         "X-Cynco-Delivery": delivery.pk,
         "X-Cynco-Attempt": str(number),
     }
-    outcome = _post(endpoint.url, body, headers, timeout)
+    outcome = _post(endpoint.url, body, headers, timeout, allow_private=settings.WEBHOOK_ALLOW_PRIVATE_URLS)
     return webhook_attempt_record(delivery=delivery, number=number, outcome=outcome, now=now)
 
 
