@@ -248,6 +248,11 @@ WEBHOOK_RETRY_DELAYS_SECONDS = env.list(
 )
 WEBHOOK_DISABLE_AFTER_SECONDS = env.int("WEBHOOK_DISABLE_AFTER_SECONDS", default=3 * 24 * 3600)
 WEBHOOK_SWEEP_INTERVAL_SECONDS = env.float("WEBHOOK_SWEEP_INTERVAL_SECONDS", default=15.0)
+# Whether webhook URLs may point at non-public addresses (loopback, 10/8, 169.254/16, fc00::/7, …,
+# "localhost"). Off under PRODUCTION=1, so a merchant's URL (or a leaked API key) cannot make the
+# workers call internal services (SSRF; billing/net.py); on otherwise, so local development and the
+# test suite deliver to receivers on 127.0.0.1. Set it explicitly on any deploy without PRODUCTION=1.
+WEBHOOK_ALLOW_PRIVATE_URLS = env.bool("WEBHOOK_ALLOW_PRIVATE_URLS", default=not PRODUCTION)
 if any(delay <= 0 for delay in WEBHOOK_RETRY_DELAYS_SECONDS) or WEBHOOK_TIMEOUT_SECONDS <= 0:
     raise ImproperlyConfigured("WEBHOOK_RETRY_DELAYS_SECONDS and WEBHOOK_TIMEOUT_SECONDS must be positive")
 IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=24 * 3600)
