@@ -6,7 +6,8 @@ domain call. So the only writes it allows are those a service backs:
 - a customer's name, email and metadata (``customer_update``);
 - creating and revoking API keys (``api_key_create``, ``api_key_revoke``);
 - redelivering a webhook delivery and re-enabling a disabled webhook endpoint
-  (``webhook_delivery_redeliver``, ``webhook_endpoint_enable``).
+  (``webhook_delivery_redeliver``, ``webhook_endpoint_enable``);
+- making a pending refund due again, "Retry now" (``refund_retry_now``).
 
 The catalog is read-only here because edits must go through the versioning
 service (a product with subscribers gets a new version); deletion of a
@@ -73,6 +74,7 @@ from billing.services.api_keys import api_key_create, api_key_revoke
 from billing.services.audit import audit_record
 from billing.services.customers import customer_update
 from billing.services.grants import product_attach
+from billing.services.payments import refund_retry_now
 from billing.services.webhooks import webhook_delivery_redeliver, webhook_endpoint_enable
 from ledger.admin import ReadOnlyAdminMixin
 
@@ -676,16 +678,71 @@ class InvoiceAdmin(ReadOnlyAdmin):
     inlines = [InvoiceLineInline, PaymentInline]
 
 
+REFUND_NOTE = (
+    " A pending refund is money still owed to the customer: the billing cycle sends it again "
+    "after a growing wait (REFUND_RETRY_DELAYS_SECONDS); after REFUND_MAX_ATTEMPTS failed attempts "
+    "it is no longer sent and shows under “Refund retries: Needs attention” (failure_code "
+    "says the gateway's last reason). “Retry now” makes it due again: the next cycle run sends it "
+    "once; if that fails too it is flagged again."
+)
+
+
+class RefundRetryFilter(admin.SimpleListFilter):
+    """Pending refunds by their retry schedule (the partial index payment_refund_retry_due)."""
+
+    title = "refund retries"
+    parameter_name = "refund_retry"
+
+    def lookups(self, request, model_admin):
+        return (("attention", "Needs attention"), ("scheduled", "Scheduled"))
+
+    def queryset(self, request, queryset):
+        pending = queryset.filter(kind=Payment.Kind.REFUND, status=Payment.Status.PENDING)
+        if self.value() == "attention":
+            return pending.filter(next_attempt_at__isnull=True)
+        if self.value() == "scheduled":
+            return pending.filter(next_attempt_at__isnull=False)
+        return queryset
+
+
 @admin.register(Payment)
 class PaymentAdmin(ReadOnlyAdmin):
-    admin_note = MONEY_NOTE
+    admin_note = MONEY_NOTE + REFUND_NOTE
     list_display = [
-        "id", "invoice", "customer", "kind", "status", "amount", "currency", "gateway", "failure_code", "created_at",
+        "id", "invoice", "customer", "kind", "status", "amount", "currency", "gateway", "failure_code",
+        "attempts", "next_attempt_at", "needs_attention", "created_at",
     ]
-    list_filter = ["kind", "status", "gateway", "currency", "created_at", CustomerIdFilter]
+    list_filter = [RefundRetryFilter, "kind", "status", "gateway", "currency", "created_at", CustomerIdFilter]
     search_fields = ["=id", "invoice__number", "customer__external_id", "=gateway_ref"]
     list_select_related = ["invoice", "customer"]
     date_hierarchy = "created_at"
+    actions = ["retry_now"]
+
+    @admin.display(boolean=True, description="needs attention")
+    def needs_attention(self, payment):
+        """A pending refund whose retries ran out."""
+        return (payment.kind == Payment.Kind.REFUND and payment.status == Payment.Status.PENDING
+                and payment.next_attempt_at is None)
+
+    def has_refund_retry_permission(self, request):
+        return request.user.has_perm(f"{self.opts.app_label}.{get_permission_codename('change', self.opts)}")
+
+    @admin.action(description="Retry now (selected pending refunds)", permissions=["refund_retry"])
+    def retry_now(self, request, queryset):
+        now = timezone.now()
+        done = 0
+        for payment_id in queryset.values_list("pk", flat=True):
+            try:
+                refund = refund_retry_now(refund_id=payment_id, now=now)
+            except BillingError as exc:
+                self.message_user(request, f"{payment_id}: {exc.message}", messages.ERROR)
+                continue
+            self.log_change(request, refund, f"Retry now: due again after {refund.attempts} attempt(s), "
+                                             f"last failure {refund.failure_code or '-'}.", verb="retry")
+            done += 1
+        if done:
+            self.message_user(request, f"{done} refund(s) due again; the next billing cycle run sends them.",
+                              messages.SUCCESS)
 
 
 @admin.register(PaymentMethod)

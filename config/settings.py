@@ -239,6 +239,15 @@ STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 BILLING_DUNNING_RETRY_DAYS = env.list("BILLING_DUNNING_RETRY_DAYS", cast=int, default=[1, 3, 5])
 BILLING_CHECKOUT_TTL_SECONDS = env.int("BILLING_CHECKOUT_TTL_SECONDS", default=24 * 3600)
 BILLING_INVOICE_PREFIX = env.str("BILLING_INVOICE_PREFIX", default="INV")
+# Pending refunds the gateway failed: the waits after failed attempt 1, 2, … (the last one repeats);
+# after REFUND_MAX_ATTEMPTS failed attempts the cycle stops sending the refund, which stays pending
+# (still owed) and is flagged for staff (refund.failed, the admin's "Retry now").
+REFUND_RETRY_DELAYS_SECONDS = env.list(
+    "REFUND_RETRY_DELAYS_SECONDS", cast=int, default=[300, 1800, 7200, 21600, 43200, 86400]
+)
+REFUND_MAX_ATTEMPTS = env.int("REFUND_MAX_ATTEMPTS", default=10)
+if not REFUND_RETRY_DELAYS_SECONDS or min(REFUND_RETRY_DELAYS_SECONDS) <= 0 or REFUND_MAX_ATTEMPTS < 1:
+    raise ImproperlyConfigured("REFUND_RETRY_DELAYS_SECONDS must be positive and REFUND_MAX_ATTEMPTS at least 1")
 # Outgoing webhooks: the POST timeout; the waits after failed attempt 1, 2, … (then the delivery
 # has failed; the default spans 27 h 36 m); how long an endpoint may fail before it is disabled;
 # how often beat sweeps undispatched events and due deliveries.

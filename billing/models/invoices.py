@@ -124,7 +124,9 @@ class Payment(models.Model):
     A refund is recorded ``pending`` in the transaction of the change that makes
     it due, sent to the gateway after the commit with its own key, and marked
     ``succeeded`` (with its ledger entry) once the gateway made it; the billing
-    cycle sends again every refund still pending, with the same key.
+    cycle sends a refund still pending again, with the same key, when its
+    ``next_attempt_at`` is due (a growing backoff), until REFUND_MAX_ATTEMPTS
+    calls failed; then it stays pending with no next attempt, for staff.
 
     An ``unapplied`` charge is money the gateway took for an invoice that was no
     longer open (a 3-D Secure charge completed after its checkout expired): it
@@ -156,12 +158,20 @@ class Payment(models.Model):
     refund_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="refunds")
     reason = models.CharField(max_length=32, blank=True, default="")
     unapplied = models.BooleanField(default=False)
+    # A pending refund's schedule: gateway calls made so far, and when the cycle sends it
+    # next (null once REFUND_MAX_ATTEMPTS failed: it waits for staff, see refund.failed).
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField()
 
     class Meta:
         ordering = ["-created_at"]
         constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive")]
-        indexes = [models.Index(fields=["created_at"], name="payment_refund_pending", condition=Q(status="pending"))]
+        indexes = [
+            models.Index(fields=["created_at"], name="payment_refund_pending", condition=Q(status="pending")),
+            models.Index(fields=["next_attempt_at"], name="payment_refund_retry_due",
+                         condition=Q(kind="refund", status="pending")),
+        ]
 
 
 class CheckoutSession(models.Model):

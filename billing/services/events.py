@@ -26,6 +26,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "payment.succeeded",
     "payment.failed",
     "payment.refunded",
+    "refund.failed",  # a refund's retries ran out: still pending (owed), retried only when staff say so
     "entitlement.exhausted",
     "balance.low",
     "lock.expired",

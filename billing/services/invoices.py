@@ -167,7 +167,8 @@ def refund_intent_record(*, invoice: Invoice, charge: Payment, amount: int, reas
     """Record that ``amount`` of ``charge`` (a succeeded charge of the locked
     invoice) is to go back to the customer: a pending refund with its own
     idempotency key, no ledger entry yet (``refund_settle`` posts it once the
-    gateway made the refund). Pending refunds count against what is left to refund."""
+    gateway made the refund), due at once (``next_attempt_at``), so the cycle sends
+    it if its sender dies first. Pending refunds count against what is left to refund."""
     if charge.unapplied:
         taken = sum(Payment.objects.filter(refund_of=charge, status__in=(Payment.Status.PENDING, Payment.Status.SUCCEEDED))
                     .values_list("amount", flat=True))
@@ -182,7 +183,7 @@ def refund_intent_record(*, invoice: Invoice, charge: Payment, amount: int, reas
     return Payment.objects.create(
         invoice=invoice, customer_id=invoice.customer_id, kind=Payment.Kind.REFUND, status=Payment.Status.PENDING,
         gateway=charge.gateway, idempotency_key=f"{invoice.pk}:refund:{n}", amount=amount, currency=charge.currency,
-        refund_of=charge, reason=reason[:32], unapplied=charge.unapplied, created_at=now,
+        refund_of=charge, reason=reason[:32], unapplied=charge.unapplied, next_attempt_at=now, created_at=now,
     )
 
 
@@ -195,8 +196,9 @@ def refund_settle(*, refund: Payment, invoice: Invoice, ref: str, now: datetime)
         memo=f"Refund on invoice {invoice.number}", posted_at=now, source=f"refund:{refund.pk}",
     )
     Payment.objects.filter(pk=refund.pk).update(status=Payment.Status.SUCCEEDED, gateway_ref=ref, failure_code="",
-                                                ledger_entry=entry)
+                                                ledger_entry=entry, next_attempt_at=None)
     refund.status, refund.gateway_ref, refund.failure_code, refund.ledger_entry = Payment.Status.SUCCEEDED, ref, "", entry
+    refund.next_attempt_at = None
     if not refund.unapplied:
         Invoice.objects.filter(pk=invoice.pk).update(amount_refunded=F("amount_refunded") + refund.amount)
         invoice.amount_refunded += refund.amount

@@ -12,7 +12,9 @@ Refunds are durable: the change that makes one due records it (a pending
 refund with its idempotency key) in its own transaction; ``refund_send``
 calls the gateway after the commit and records the outcome. A call that
 fails leaves the refund pending, and the billing cycle (``refunds_retry_due``)
-sends it again with the same key, so the gateway refunds once.
+sends it again with the same key, so the gateway refunds once: after a growing
+wait (REFUND_RETRY_DELAYS_SECONDS), and after REFUND_MAX_ATTEMPTS failed calls
+no more until staff say so (refund.failed; the admin's "Retry now").
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from billing.errors import Conflict, NotFound, ValidationFailed
 from billing.gateways import ChargeResult, GatewayError, gateway_get
 from billing.locks import customer_billing_lock, lock_customer, lock_invoice
 from billing.models import CheckoutSession, Customer, Invoice, Payment, PaymentMethod, Subscription
+from billing.services.audit import audit_record
 from billing.services.events import event_emit
 from billing.services.fulfilment import ActivationRefused, invoice_paid_apply, subscription_activate
 from billing.services.invoices import (
@@ -309,12 +312,35 @@ def invoice_refund_due(*, invoice: Invoice, amount: int, now: datetime, reason: 
     return refund_intent_record(invoice=locked, charge=charge, amount=amount, reason=reason, now=now)
 
 
+def refund_retry_delay(attempts: int) -> timedelta:
+    """The wait after failed attempt ``attempts`` (1, 2, …) of a refund; the last
+    of REFUND_RETRY_DELAYS_SECONDS repeats."""
+    delays = settings.REFUND_RETRY_DELAYS_SECONDS
+    return timedelta(seconds=delays[min(attempts, len(delays)) - 1])
+
+
 def refund_send(*, refund: Payment, now: datetime) -> Payment:
-    """Ask the gateway to make a pending refund, with the refund's own key, and
-    record the outcome (its ledger entry, payment.refunded). Joins no
-    transaction: call it after the refund's commit. A gateway error leaves the
-    refund pending (its code in ``failure_code``) for ``refunds_retry_due``;
-    a refund recorded meanwhile (another sender) is returned as it is."""
+    """Ask the gateway to make a pending refund that is due, with the refund's
+    own key, and record the outcome (its ledger entry, payment.refunded). Joins
+    no transaction: call it after the refund's commit; callers hold
+    ``customer_billing_lock``.
+
+    The attempt is claimed first (a conditional UPDATE that counts it and moves
+    ``next_attempt_at`` on by the backoff), so a crash during the call cannot
+    make the cycle hammer the gateway, and two senders cannot both call. A
+    gateway error leaves the refund pending with the reason in ``failure_code``;
+    after REFUND_MAX_ATTEMPTS failed calls it is no longer due (``next_attempt_at``
+    null), and refund.failed and an audit entry tell staff (the admin's "Retry
+    now" makes it due again). A refund not due, or recorded meanwhile by another
+    sender, is returned as it is, unsent."""
+    attempt = refund.attempts + 1
+    claimed = Payment.objects.filter(
+        pk=refund.pk, kind=Payment.Kind.REFUND, status=Payment.Status.PENDING, attempts=refund.attempts,
+        next_attempt_at__lte=now,
+    ).update(attempts=attempt, next_attempt_at=now + refund_retry_delay(attempt))
+    if not claimed:
+        return refund
+    refund.attempts, refund.next_attempt_at = attempt, now + refund_retry_delay(attempt)
     charge = Payment.objects.get(pk=refund.refund_of_id)
     gateway = gateway_get(refund.gateway)
     try:
@@ -322,16 +348,53 @@ def refund_send(*, refund: Payment, now: datetime) -> Payment:
     except GatewayError as exc:
         details = exc.details if isinstance(exc.details, dict) else {}
         code = str(details.get("error") or exc.code)[:64]
-        Payment.objects.filter(pk=refund.pk, status=Payment.Status.PENDING).update(failure_code=code)
-        refund.failure_code = code
-        logger.warning("refund %s (%s) failed at the gateway, left pending: %s", refund.pk, refund.idempotency_key, exc)
-        return refund
+        logger.warning("refund %s (%s) attempt %d failed at the gateway, left pending: %s",
+                       refund.pk, refund.idempotency_key, attempt, exc)
+        return _refund_attempt_failed(refund=refund, code=code, now=now)
     with transaction.atomic(durable=True):
         invoice = lock_invoice(pk=refund.invoice_id)
         fresh = Payment.objects.select_for_update().get(pk=refund.pk)
         if fresh.status != Payment.Status.PENDING:
             return fresh
         return refund_settle(refund=fresh, invoice=invoice, ref=ref, now=now)
+
+
+def _refund_attempt_failed(*, refund: Payment, code: str, now: datetime) -> Payment:
+    """Record why the claimed attempt failed; after the last allowed one, stop
+    retrying: the refund stays pending (the money is still owed; nothing is
+    posted until the gateway makes it) and is flagged for staff."""
+    gave_up = refund.attempts >= settings.REFUND_MAX_ATTEMPTS
+    changes = {"failure_code": code, **({"next_attempt_at": None} if gave_up else {})}
+    with transaction.atomic(durable=True):
+        mine = Payment.objects.filter(pk=refund.pk, status=Payment.Status.PENDING, attempts=refund.attempts)
+        if not mine.update(**changes):
+            return refund  # made or claimed again meanwhile
+        refund.failure_code = code
+        if gave_up:
+            refund.next_attempt_at = None
+            data = {"invoiceId": refund.invoice_id, "paymentId": refund.pk, "chargeId": refund.refund_of_id,
+                    "amount": refund.amount, "currency": refund.currency, "reason": refund.reason,
+                    "attempts": refund.attempts, "failureCode": code}
+            event_emit(type="refund.failed", customer_id=refund.customer_id, data=data, now=now)
+            audit_record(actor_type="system", actor_id="refunds", action="refund.retries_exhausted",
+                         target_type="payment", target_id=refund.pk, data=data, now=now)
+            logger.error("refund %s failed %d times; no longer retried, needs staff attention",
+                         refund.pk, refund.attempts)
+    return refund
+
+
+def refund_retry_now(*, refund_id: str, now: datetime) -> Payment:
+    """Make a pending refund due at once (staff's "Retry now", typically after
+    its retries ran out): the next cycle run sends it. Its attempts keep
+    counting, so if that call fails too it is flagged again at once.
+    Raises NotFound, Conflict (not a pending refund)."""
+    refund = Payment.objects.filter(pk=refund_id, kind=Payment.Kind.REFUND).first()
+    if refund is None:
+        raise NotFound("refund", refund_id)
+    if not Payment.objects.filter(pk=refund_id, status=Payment.Status.PENDING).update(next_attempt_at=now):
+        raise Conflict("Only a pending refund can be retried.", details={"refund": refund_id, "status": refund.status})
+    refund.refresh_from_db()
+    return refund
 
 
 def invoice_refund(*, invoice: Invoice, amount: int, now: datetime, reason: str) -> Payment | None:

@@ -231,17 +231,20 @@ def checkouts_expire_due(*, now: datetime) -> int:
 
 
 def refunds_retry_due(*, now: datetime) -> int:
-    """Send again every refund still pending (its gateway call failed, or the
-    process died before making it), oldest first, with the refund's own
-    idempotency key, so the gateway makes each refund once. Returns how many
-    the gateway made now; one that fails again stays pending for the next run."""
+    """Send again each pending refund whose next attempt is due (its gateway call
+    failed, or the process died before making it), longest due first, with the
+    refund's own idempotency key, so the gateway makes each refund once. A
+    refund that fails again waits longer (REFUND_RETRY_DELAYS_SECONDS); one
+    whose REFUND_MAX_ATTEMPTS calls failed is no longer due (``refund_send``).
+    Returns how many the gateway made now."""
     done = 0
-    pending = Payment.objects.filter(kind=Payment.Kind.REFUND, status=Payment.Status.PENDING).order_by("created_at", "id")
-    for refund_id, customer_id in list(pending.values_list("id", "customer_id")):
+    due = (Payment.objects.filter(kind=Payment.Kind.REFUND, status=Payment.Status.PENDING, next_attempt_at__lte=now)
+           .order_by("next_attempt_at", "id"))
+    for refund_id, customer_id in list(due.values_list("id", "customer_id")):
         with customer_billing_lock(customer_id=customer_id):
-            refund = Payment.objects.filter(pk=refund_id, status=Payment.Status.PENDING).first()
+            refund = due.filter(pk=refund_id).first()
             if refund is None:
-                continue  # sent meanwhile
+                continue  # sent meanwhile, or no longer due
             if refund_send(refund=refund, now=now).status == Payment.Status.SUCCEEDED:
                 done += 1
     return done
