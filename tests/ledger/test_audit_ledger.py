@@ -250,8 +250,16 @@ def plant_entry_with_one_line():
     return "ledger.entry_balanced", f"entry:{entry.pk}", ["has 1 line(s)"]
 
 
+def a_charge() -> Payment:
+    """A settled charge that nothing refunded. Ids are random and the busy database's
+    payments share timestamps, so a bare .first() sometimes picked the refunded charge,
+    and the unapplied-charge plant then planted nothing (1 run in 6 failed)."""
+    return (Payment.objects.filter(kind="charge", status="succeeded", unapplied=False, refunds__isnull=True)
+            .order_by("created_at", "pk").first())
+
+
 def plant_reversal_that_does_not_mirror():
-    payment = Payment.objects.filter(kind="charge", status="succeeded").first()
+    payment = a_charge()
     reversal = Entry.objects.create(posted_at=timezone.now(), memo="bad reversal", source="manual",
                                     reversal_of_id=payment.ledger_entry_id)
     Line.objects.bulk_create([
@@ -358,7 +366,7 @@ def plant_refund_unknown_to_invoice():
 
 
 def plant_payment_posted_twice():
-    payment = Payment.objects.filter(kind="charge", status="succeeded").first()
+    payment = a_charge()
     entry_post(lines=[debit(accounts.CASH, payment.amount, payment.currency),
                       credit(accounts.RECEIVABLE, payment.amount, payment.currency)],
                memo="again", posted_at=timezone.now(), source=f"payment:{payment.pk}")
@@ -382,7 +390,7 @@ def plant_gateway_event_not_applied():
 
 def plant_unapplied_charge_not_refunded():
     # Money taken for an invoice no longer open must be refunded; this one has no refund.
-    charge = Payment.objects.filter(kind="charge", status="succeeded").order_by("pk").first()
+    charge = a_charge()
     Payment.objects.filter(pk=charge.pk).update(unapplied=True)
     return "payment.unapplied", f"payment:{charge.pk}", []
 
