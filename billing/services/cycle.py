@@ -20,7 +20,8 @@ def billing_cycle_run(*, now: datetime, actor: str = "run_billing_cycle") -> dic
     (applying scheduled downgrades and cancellations, ending trials); reset
     allowances (recording the closed period's overage); bill that overage;
     retry failed payments (dunning); close abandoned checkouts; send again
-    the refunds still pending (the gateway failed when they were made).
+    the pending refunds that are due (their gateway call failed; each waits
+    longer after every failure and stops after REFUND_MAX_ATTEMPTS).
 
     Idempotent: each step only touches rows still due at ``now``, and leaves
     them not due, so a second run for the same moment changes nothing.
