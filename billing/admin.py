@@ -186,6 +186,24 @@ class RevokedFilter(LiveFilter):
 # --- catalog (read-only) ---------------------------------------------------
 
 
+def act_on_each(model_admin, request, queryset, act, *, verb: str, done: str) -> None:
+    """An admin action's loop: ``act(pk, now)`` on each selected row returns the object
+    and the change message to log (audited under ``verb``); a BillingError is that
+    row's error message and the others go on; ``done`` (with ``{n}``) sums up."""
+    now = timezone.now()
+    n = 0
+    for pk in queryset.values_list("pk", flat=True):
+        try:
+            obj, message = act(pk, now)
+        except BillingError as exc:
+            model_admin.message_user(request, f"{pk}: {exc.message}", messages.ERROR)
+            continue
+        model_admin.log_change(request, obj, message, verb=verb)
+        n += 1
+    if n:
+        model_admin.message_user(request, done.format(n=n), messages.SUCCESS)
+
+
 @admin.register(Feature)
 class FeatureAdmin(ReadOnlyAdmin):
     admin_note = CATALOG_NOTE
@@ -729,20 +747,12 @@ class PaymentAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Retry now (selected pending refunds)", permissions=["refund_retry"])
     def retry_now(self, request, queryset):
-        now = timezone.now()
-        done = 0
-        for payment_id in queryset.values_list("pk", flat=True):
-            try:
-                refund = refund_retry_now(refund_id=payment_id, now=now)
-            except BillingError as exc:
-                self.message_user(request, f"{payment_id}: {exc.message}", messages.ERROR)
-                continue
-            self.log_change(request, refund, f"Retry now: due again after {refund.attempts} attempt(s), "
-                                             f"last failure {refund.failure_code or '-'}.", verb="retry")
-            done += 1
-        if done:
-            self.message_user(request, f"{done} refund(s) due again; the next billing cycle run sends them.",
-                              messages.SUCCESS)
+        def act(payment_id, now):
+            refund = refund_retry_now(refund_id=payment_id, now=now)
+            return refund, (f"Retry now: due again after {refund.attempts} attempt(s), "
+                            f"last failure {refund.failure_code or '-'}.")
+        act_on_each(self, request, queryset, act, verb="retry",
+                    done="{n} refund(s) due again; the next billing cycle run sends them.")
 
 
 @admin.register(PaymentMethod)
@@ -843,18 +853,10 @@ class WebhookEndpointAdmin(WebhookPermissionMixin, ReadOnlyAdmin):
 
     @admin.action(description="Re-enable endpoint (and send what waited)", permissions=["webhook_write"])
     def reenable(self, request, queryset):
-        now = timezone.now()
-        done = 0
-        for endpoint_id in queryset.values_list("pk", flat=True):
-            try:
-                endpoint, waiting = webhook_endpoint_enable(endpoint_id=endpoint_id, now=now)
-            except BillingError as exc:
-                self.message_user(request, f"{endpoint_id}: {exc.message}", messages.ERROR)
-                continue
-            self.log_change(request, endpoint, f"Re-enabled; {len(waiting)} waiting deliveries due.", verb="enable")
-            done += 1
-        if done:
-            self.message_user(request, f"Re-enabled {done} endpoint(s).", messages.SUCCESS)
+        def act(endpoint_id, now):
+            endpoint, waiting = webhook_endpoint_enable(endpoint_id=endpoint_id, now=now)
+            return endpoint, f"Re-enabled; {len(waiting)} waiting deliveries due."
+        act_on_each(self, request, queryset, act, verb="enable", done="Re-enabled {n} endpoint(s).")
 
 
 class WebhookAttemptInline(ReadOnlyInline):
@@ -884,15 +886,6 @@ class WebhookDeliveryAdmin(WebhookPermissionMixin, ReadOnlyAdmin):
 
     @admin.action(description="Redeliver selected deliveries now", permissions=["webhook_write"])
     def redeliver(self, request, queryset):
-        now = timezone.now()
-        done = 0
-        for delivery_id in queryset.values_list("pk", flat=True):
-            try:
-                delivery = webhook_delivery_redeliver(delivery_id=delivery_id, now=now)
-            except BillingError as exc:
-                self.message_user(request, f"{delivery_id}: {exc.message}", messages.ERROR)
-                continue
-            self.log_change(request, delivery, "Queued for redelivery.", verb="redeliver")
-            done += 1
-        if done:
-            self.message_user(request, f"Queued {done} delivery(ies) for redelivery.", messages.SUCCESS)
+        def act(delivery_id, now):
+            return webhook_delivery_redeliver(delivery_id=delivery_id, now=now), "Queued for redelivery."
+        act_on_each(self, request, queryset, act, verb="redeliver", done="Queued {n} delivery(ies) for redelivery.")
