@@ -79,8 +79,30 @@ def audit(stack) -> None:
 # --- clients that keep calling ---------------------------------------------------------------
 
 
+class ClientThreads:
+    """``threads`` daemon threads running ``self._run(index)`` until ``finish()``."""
+
+    join_timeout = 60.0
+
+    def _start_threads(self) -> None:
+        self.lock = threading.Lock()
+        self.run_id = uuid.uuid4().hex[:6]
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(self.threads)]
+
+    def start(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def finish(self) -> None:
+        self.stop.set()
+        for t in self._threads:
+            t.join(timeout=self.join_timeout)
+        assert not any(t.is_alive() for t in self._threads), "a client thread is still running"
+
+
 @dataclass
-class DebitLoad:
+class DebitLoad(ClientThreads):
     """Client threads, each debiting jobs one after the other, every failed request
     retried with the same job (so the same idempotency key) until it is acknowledged."""
 
@@ -96,14 +118,8 @@ class DebitLoad:
     def __post_init__(self):
         self.client = CreditsClient(f"http://127.0.0.1:{self.stack.web_port}", secret=HMAC_SECRET,
                                     service_name=SERVICE, timeout=15)
-        self.run_id = uuid.uuid4().hex[:6]
-        self.lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(self.threads)]
-
-    def start(self) -> "DebitLoad":
-        for t in self._threads:
-            t.start()
-        return self
+        self.join_timeout = self.retry_for + 30
+        self._start_threads()
 
     def _run(self, index: int) -> None:
         n = 0
@@ -135,12 +151,6 @@ class DebitLoad:
     def count(self) -> int:
         with self.lock:
             return len(self.acked)
-
-    def finish(self) -> None:
-        self.stop.set()
-        for t in self._threads:
-            t.join(timeout=self.retry_for + 30)
-        assert not any(t.is_alive() for t in self._threads), "a client thread is still running"
 
 
 def assert_debits_exactly_once(stack, load: DebitLoad, initial: int) -> dict:
@@ -313,7 +323,7 @@ def test_renewals_and_webhooks_survive_the_celery_worker_killed_mid_cycle(stack)
 
 
 @dataclass
-class MerchantLoad:
+class MerchantLoad(ClientThreads):
     """Client threads calling check (with sendEvent) and track on the merchant API,
     each track once per idempotency key; every answer is kept with its time."""
 
@@ -325,14 +335,7 @@ class MerchantLoad:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self):
-        self.lock = threading.Lock()
-        self.run_id = uuid.uuid4().hex[:6]
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(self.threads)]
-
-    def start(self) -> "MerchantLoad":
-        for t in self._threads:
-            t.start()
-        return self
+        self._start_threads()
 
     def _run(self, index: int) -> None:
         n = 0
@@ -356,11 +359,6 @@ class MerchantLoad:
     def count(self) -> int:
         with self.lock:
             return len(self.answers)
-
-    def finish(self) -> None:
-        self.stop.set()
-        for t in self._threads:
-            t.join(timeout=60)
 
     def failures_between(self, start: float, end: float) -> list:
         return [a for a in self.answers if start <= a[0] <= end and a[2] != 200]
