@@ -6,11 +6,19 @@ from datetime import datetime
 
 from django.core.management import call_command
 from django.db.models import Sum
+from rest_framework.test import APIClient
 
 from billing.selectors.audit_ledger import audit_books
 from ledger.models import Line
 
 API = "/api/v1/pay"
+
+
+def client_for(raw_key: str) -> APIClient:
+    """An API client that sends ``raw_key`` as its bearer key (one per thread in the race tests)."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+    return client
 
 
 def make_product(client, slug, amount=0, interval="month", group="plans", features=None, **extra):

@@ -4,22 +4,16 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from billing.models import Balance, BalanceLock, UsageEvent
 from billing.services.api_keys import api_key_create
 from tests.conftest import postgres_only
+from tests.billing.billing_helpers import client_for
 from tests.concurrency import run_concurrently
 
 pytestmark = [*postgres_only, pytest.mark.django_db(transaction=True)]
 
 API = "/api/v1/pay"
-
-
-def client_for(raw):
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
 
 
 @pytest.fixture

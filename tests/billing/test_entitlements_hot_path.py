@@ -9,22 +9,16 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from billing.locks import lock_balance
 from billing.models import Balance, BalanceBucket, OutboxEvent, UsageEvent
 from billing.services.api_keys import api_key_create
 from billing.services.balances import bucket_add
+from tests.billing.billing_helpers import client_for
 from tests.conftest import postgres_only
 
 API = "/api/v1/pay"
 FAST = "billing_hot_deduct"  # the name of the one-round-trip statement (prepared once per session)
-
-
-def client_for(raw):
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
 
 
 @pytest.fixture

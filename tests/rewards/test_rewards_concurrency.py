@@ -6,23 +6,16 @@ referee at once reward the first-payment program once."""
 import pytest
 from django.db import transaction
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from billing.models import BalanceBucket, Customer, Invoice, OutboxEvent
 from billing.services.api_keys import api_key_create
 from rewards.models import ReferralCode, ReferralRedemption, RewardGrant
 from rewards.services import referral_invoice_paid
-from tests.billing.billing_helpers import API, add_card, make_product, subscribe
+from tests.billing.billing_helpers import API, add_card, client_for, make_product, subscribe
 from tests.concurrency import run_concurrently
 from tests.conftest import postgres_only
 
 pytestmark = [*postgres_only, pytest.mark.django_db(transaction=True)]
-
-
-def client_for(raw):
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
 
 
 @pytest.fixture
