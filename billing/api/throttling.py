@@ -1,5 +1,6 @@
 """Rate limits: a token bucket per API key (merchant API) and per service name (credits API),
-and one per client address for failed API-key authentications (merchant API).
+and one per client address for failed authentications (API keys on the merchant API, request
+signatures on the credits API; one bucket per API).
 
 A bucket holds up to ``burst`` tokens and refills at ``rate`` tokens a second;
 a request takes one token or is refused with 429 ``RATE_LIMITED`` and a
@@ -22,6 +23,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -68,16 +70,18 @@ class Decision:
 
 
 class LocalBuckets:
-    """Token buckets in this process (no Redis, or Redis failing)."""
+    """Token buckets in this process (no Redis, or Redis failing). ``clock`` (seconds,
+    monotonic) is there for tests that let time pass."""
 
     MAX_BUCKETS = 100_000
 
-    def __init__(self):
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
         self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (monotonic time, tokens)
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (clock time, tokens)
 
     def take(self, key: str, *, rate: float, burst: int) -> Decision:
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             last, tokens = self._buckets.get(key, (now, float(burst)))
             tokens = min(float(burst), tokens + (now - last) * rate)
@@ -234,18 +238,20 @@ def _address_bucket(address: str) -> str:
     return address
 
 
-def count_auth_failure(request) -> None:
-    """Count a 401 on the merchant API against the client's address (one bucket round trip).
+def count_auth_failure(request, *, scope: str = "authfail") -> None:
+    """Count a failed authentication against the client's address (one bucket round trip):
+    a 401 on the merchant API (scope ``authfail``) or a refused signature on the credits
+    API (``svcauthfail``); each API has its own bucket per address.
 
-    Called only once authentication has failed, so a valid key never pays for it. Past
-    ``AUTH_FAILURE_LIMIT_PER_MINUTE`` failures in a minute, raises ``Throttled`` (429
-    RATE_LIMITED with Retry-After) instead of letting the 401 through; the bucket refills
-    at the limit's pace, so guessing goes on at most that fast.
+    Called only once authentication has failed, so a valid key or signature never pays for
+    it. Past ``AUTH_FAILURE_LIMIT_PER_MINUTE`` failures in a minute, raises ``Throttled``
+    (429 RATE_LIMITED with Retry-After) instead of letting the 401 through; the bucket
+    refills at the limit's pace, so guessing goes on at most that fast.
     """
     limit = settings.AUTH_FAILURE_LIMIT_PER_MINUTE
     if not settings.RATE_LIMIT_ENABLED or limit <= 0:
         return
-    decision = limiter.take(f"authfail:{_address_bucket(client_address(request))}", rate=limit / 60, burst=limit)
+    decision = limiter.take(f"{scope}:{_address_bucket(client_address(request))}", rate=limit / 60, burst=limit)
     if not decision.allowed:
         # The handler sends int(wait) + 1: whole seconds, never 0.
         raise exceptions.Throttled(wait=max(0.0, math.ceil(decision.wait_seconds) - 1.0))
