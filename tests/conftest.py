@@ -45,5 +45,6 @@ def pk_client(db):
 def no_auth_failure_limit_by_default(settings):
     """Every test client calls from 127.0.0.1, and the suite makes far more than 60 refused
     calls a minute across its workers: without this they would share one failure bucket
-    and see stray 429s. tests/billing/test_authlimit.py turns the limit back on."""
+    and see stray 429s. tests/billing/test_authlimit.py and tests/credits/test_authlimit.py turn the
+    limit back on."""
     settings.AUTH_FAILURE_LIMIT_PER_MINUTE = 0

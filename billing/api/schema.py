@@ -45,7 +45,8 @@ CREDITS_ERRORS = {
     "409": "Duplicate request (details hold the prior entry)",
     "415": "Body is not JSON",
     "423": "Wallet frozen by staff",
-    "429": "Over the per-service rate limit",
+    "429": "Over the per-service rate limit, or too many refused signatures from the client address "
+           "(Retry-After says when to come back)",
 }
 
 

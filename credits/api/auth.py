@@ -8,6 +8,18 @@ now (either side), a signature made with any of ``SVC_HMAC_SECRETS`` (several
 are active while one is rotated; compared in constant time) and not seen
 before in the window. Anything else is 401; with no secrets configured,
 everything is.
+
+Every refused signature (missing, malformed, stale, bad or replayed) is counted
+against the client's address, as failed API keys are on the merchant API (its
+own bucket per address); past ``AUTH_FAILURE_LIMIT_PER_MINUTE`` a minute the
+refusal is 429 RATE_LIMITED with Retry-After instead of 401. Only refusals are
+counted, so a valid signature still goes through from a limited address and
+costs no bucket call: the callers are a few internal services that often share
+an egress address (a node's SNAT, a NAT gateway) with other workloads, a lockout
+would let anyone there stop every debit, and whoever can sign has nothing left
+to guess. The header checks come first and are cheap; the body is hashed only
+for a well-formed, fresh request, and nothing touches the database or the
+replay store before the signature matched.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 
 from billing.api.parsers import BodyInvalid
+from billing.api.throttling import count_auth_failure
 from credits.services import signature_remember
 
 SCHEME = "v1"
@@ -54,9 +67,18 @@ class ServicePrincipal:
 
 class HmacAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request):
-        secrets = settings.SVC_HMAC_SECRETS
-        if not secrets:
+        if not settings.SVC_HMAC_SECRETS:  # the server's fault, not the caller's: not counted
             raise exceptions.AuthenticationFailed("The credits API is not configured (SVC_HMAC_SECRETS is empty).")
+        try:
+            name = self._verify(request)
+        except exceptions.AuthenticationFailed:
+            count_auth_failure(request, scope="svcauthfail")  # 429 instead, past the limit
+            raise
+        return ServicePrincipal(name), None
+
+    def _verify(self, request) -> str:
+        """The caller's service name, or AuthenticationFailed for any refused signature."""
+        secrets = settings.SVC_HMAC_SECRETS
         name = request.headers.get("X-Service-Name", "").strip()
         timestamp = request.headers.get("X-Timestamp", "").strip()
         header = request.headers.get("X-Signature", "").strip()
@@ -88,7 +110,7 @@ class HmacAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("Bad signature.")
         if not signature_remember(signature=given, now=now):
             raise exceptions.AuthenticationFailed("Replayed signature: sign every request afresh.")
-        return ServicePrincipal(name), None
+        return name
 
     def authenticate_header(self, request):
         return 'HMAC-SHA256 realm="credits"'
