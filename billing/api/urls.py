@@ -42,6 +42,7 @@ urlpatterns = [
     path("referral-codes/redeem", rewards.ReferralRedeemView.as_view(), name="referral-codes-redeem"),
     path("webhooks", webhooks.WebhookCollectionView.as_view(), name="webhooks"),
     path("webhooks/<str:webhook_id>", webhooks.WebhookDetailView.as_view(), name="webhook-detail"),
+    path("webhooks/<str:webhook_id>/test", webhooks.WebhookTestView.as_view(), name="webhook-test"),
     path("api-keys", api_keys.ApiKeyCollectionView.as_view(), name="api-keys"),
     path("api-keys/<str:key_id>", api_keys.ApiKeyDetailView.as_view(), name="api-key-detail"),
     path("portal", portal.PortalLinkView.as_view(), name="portal"),

@@ -18,6 +18,10 @@ The flow:
 4. Beat runs ``webhook_sweep`` every ``WEBHOOK_SWEEP_INTERVAL_SECONDS``: it
    dispatches events nobody dispatched (the broker was down at commit) and
    enqueues every delivery that is due. Nothing depends on a message arriving.
+
+Apart from that flow, ``webhook_endpoint_test`` POSTs one ``webhook.test`` event to
+one endpoint at a merchant's request and answers what happened: no outbox row, no
+delivery, no sequence number, no retry.
 """
 
 from __future__ import annotations
@@ -43,8 +47,10 @@ from django.db.models import F, Min
 from billing.errors import Conflict, NotFound, ValidationFailed
 from billing.locks import lock_webhook_delivery, lock_webhook_endpoint, lock_webhook_endpoints_active
 from billing.models import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from billing.models.events import new_id_evt
 from billing.models.webhooks import RESPONSE_EXCERPT_MAX
 from billing.net import AddressRefused, connect_public, host_problem, resolve_public
+from billing.selectors.webhooks import webhook_endpoint_get
 from billing.services.audit import audit_record
 from billing.services.events import EVENT_TYPES
 
@@ -341,9 +347,24 @@ def max_attempts() -> int:
 
 def webhook_payload(event: OutboxEvent) -> bytes:
     """The body of every delivery of ``event``: ``{id, type, createdAt, data}``."""
-    created = event.created_at.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z")
-    return json.dumps({"id": event.pk, "type": event.type, "createdAt": created, "data": event.data},
+    return _payload(event_id=event.pk, type=event.type, created_at=event.created_at, data=event.data)
+
+
+def _payload(*, event_id: str, type: str, created_at: datetime, data: dict) -> bytes:
+    created = created_at.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z")
+    return json.dumps({"id": event_id, "type": type, "createdAt": created, "data": data},
                       separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _signed_headers(*, secret: str, now: datetime, body: bytes, event_id: str, event_type: str) -> dict[str, str]:
+    """The headers every POST carries, real delivery or test: the signature and the event."""
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": "cynco-billing-webhooks/1",
+        SIGNATURE_HEADER: webhook_signature(secret=secret, timestamp=int(now.timestamp()), body=body),
+        "X-Cynco-Event-Id": event_id,
+        "X-Cynco-Event-Type": event_type,
+    }
 
 
 def webhook_signature(*, secret: str, timestamp: int, body: bytes) -> str:
@@ -561,13 +582,9 @@ def webhook_delivery_attempt(*, delivery_id: str, now: datetime) -> WebhookAttem
     delivery = WebhookDelivery.objects.select_related("endpoint", "event").get(pk=delivery_id)
     endpoint, number = delivery.endpoint, delivery.attempts
     body = webhook_payload(delivery.event)
-    timestamp = int(now.timestamp())
     headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "cynco-billing-webhooks/1",
-        SIGNATURE_HEADER: webhook_signature(secret=endpoint.secret, timestamp=timestamp, body=body),
-        "X-Cynco-Event-Id": delivery.event_id,
-        "X-Cynco-Event-Type": delivery.event.type,
+        **_signed_headers(secret=endpoint.secret, now=now, body=body, event_id=delivery.event_id,
+                          event_type=delivery.event.type),
         "X-Cynco-Sequence": str(delivery.sequence),
         "X-Cynco-Delivery": delivery.pk,
         "X-Cynco-Attempt": str(number),
@@ -633,3 +650,47 @@ def _disable(*, endpoint: WebhookEndpoint, now: datetime) -> None:
     audit_record(actor_type="system", actor_id="webhooks", action="webhook.disable", target_type="webhook_endpoint",
                  target_id=endpoint.pk, data={"reason": endpoint.disabled_reason, "url": endpoint.url}, now=now)
     transaction.on_commit(_active_endpoints_forget)
+
+
+# --- test deliveries ------------------------------------------------------------
+
+TEST_EVENT_TYPE = "webhook.test"  # sent only by webhook_endpoint_test, never emitted, not in EVENT_TYPES
+TEST_EVENT_MESSAGE = "A test event sent by POST webhooks/{id}/test. Nothing happened in billing."
+
+
+@dataclass(frozen=True)
+class WebhookTestResult:
+    event_id: str
+    delivered: bool  # the receiver answered 2xx
+    status_code: int | None  # the receiver's status, None when no answer came
+    latency_ms: int
+    error: str | None  # why no answer came (refused, timed out, connection error), else None
+
+
+def webhook_endpoint_test(*, endpoint_id: str, actor_type: str, actor_id: str, request_id: str = "",
+                          now: datetime) -> WebhookTestResult:
+    """POST one signed ``webhook.test`` event to a live endpoint (active or disabled)
+    now, once, and say what happened. It is not an OutboxEvent and has no delivery:
+    no other endpoint gets it, it takes no sequence number, it is never retried, and
+    it leaves the endpoint's failing clock and status alone. The same signature,
+    ``_post`` (whole-attempt timeout, no redirects) and SSRF guard as a real attempt;
+    the headers lack X-Cynco-Sequence, X-Cynco-Delivery and X-Cynco-Attempt. The
+    outcome is recorded as an audit event ``webhook.test`` by the given actor.
+    Raises NotFound (unknown or deleted); RuntimeError inside a transaction."""
+    if _in_transaction():
+        raise RuntimeError("webhook_endpoint_test makes an HTTP call: call it outside a transaction")
+    endpoint = webhook_endpoint_get(endpoint_id=endpoint_id)
+    event_id = new_id_evt()
+    body = _payload(event_id=event_id, type=TEST_EVENT_TYPE, created_at=now,
+                    data={"webhookId": endpoint.pk, "message": TEST_EVENT_MESSAGE})
+    headers = _signed_headers(secret=endpoint.secret, now=now, body=body, event_id=event_id,
+                              event_type=TEST_EVENT_TYPE)
+    outcome = _post(endpoint.url, body, headers, settings.WEBHOOK_TIMEOUT_SECONDS,
+                    allow_private=settings.WEBHOOK_ALLOW_PRIVATE_URLS)
+    result = WebhookTestResult(event_id=event_id, delivered=outcome.succeeded, status_code=outcome.status_code,
+                               latency_ms=outcome.latency_ms, error=outcome.error or None)
+    audit_record(actor_type=actor_type, actor_id=actor_id, action="webhook.test", target_type="webhook_endpoint",
+                 target_id=endpoint.pk, request_id=request_id, now=now,
+                 data={"eventId": event_id, "url": endpoint.url, "delivered": result.delivered,
+                       "status": result.status_code, "latencyMs": result.latency_ms, "error": result.error})
+    return result

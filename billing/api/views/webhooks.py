@@ -1,5 +1,5 @@
 """Webhook endpoints of the merchant API: create (the signing secret is shown
-only then), list, get, delete. Secret key only."""
+only then), list, get, delete, and send a test event. Secret key only."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from billing.api.fields import StrictCharField
 from billing.models import WebhookEndpoint
 from billing.selectors.webhooks import webhook_endpoint_get, webhook_endpoint_list
 from billing.services.events import EVENT_TYPES
-from billing.services.webhooks import webhook_endpoint_create, webhook_endpoint_delete
+from billing.services.webhooks import webhook_endpoint_create, webhook_endpoint_delete, webhook_endpoint_test
 
 
 class WebhookIn(serializers.Serializer):
@@ -36,6 +36,16 @@ class WebhookOut(serializers.Serializer):
 
 class WebhookCreatedOut(WebhookOut):
     secret = serializers.CharField(help_text="whsec_… signing secret, shown only in this response")
+
+
+class WebhookTestOut(serializers.Serializer):
+    delivered = serializers.BooleanField(help_text="the receiver answered 2xx")
+    status = serializers.IntegerField(source="status_code", allow_null=True,
+                                      help_text="the receiver's HTTP status; null when no answer came")
+    latencyMs = serializers.IntegerField(source="latency_ms")
+    error = serializers.CharField(allow_null=True, help_text="why no answer came (refused, timeout, connection); "
+                                                             "null when the receiver answered")
+    eventId = serializers.CharField(source="event_id", help_text="id of the webhook.test event sent")
 
 
 class WebhookListOut(serializers.Serializer):
@@ -74,3 +84,13 @@ class WebhookDetailView(ApiView):
         endpoint = webhook_endpoint_delete(endpoint_id=webhook_id, now=timezone.now())
         self.audit_target = ("webhook_endpoint", endpoint.pk)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class WebhookTestView(ApiView):
+    # No audit_action: the service records "webhook.test" itself, with the outcome.
+
+    @extend_schema(operation_id="testWebhook", request=None, responses={200: WebhookTestOut})
+    def post(self, request, webhook_id: str):
+        result = webhook_endpoint_test(endpoint_id=webhook_id, actor_type="api_key", actor_id=request.auth.pk,
+                                       request_id=getattr(request._request, "request_id", ""), now=timezone.now())
+        return Response(WebhookTestOut(result).data)
