@@ -147,6 +147,31 @@ class TestKeysAndAudit:
         assert (caught.value.status, caught.value.code) == (403, "FORBIDDEN")
 
 
+class TestWebhooks:
+    def test_test_webhook_sends_one_signed_test_event_and_answers_what_happened(self, billing):
+        from cynco_billing import verify_webhook
+        from tests.billing.test_webhooks import Receiver
+
+        receiver = Receiver()
+        receiver.thread.start()
+        try:
+            made = billing.create_webhook(url=receiver.url, events=[])
+            result = billing.test_webhook(made["id"])
+            assert (result["delivered"], result["status"], result["error"]) == (True, 200, None)
+            [request] = receiver.requests
+            event = verify_webhook(request["body"], request["headers"]["X-Cynco-Signature"], made["secret"])
+            assert (event["id"], event["type"], event["data"]["webhookId"]) == (result["eventId"], "webhook.test", made["id"])
+            receiver.statuses = [503]
+            assert billing.test_webhook(made["id"])["status"] == 503
+        finally:
+            receiver.server.shutdown()
+            receiver.server.server_close()
+        billing.delete_webhook(made["id"])
+        with pytest.raises(CyncoBillingError) as caught:
+            billing.test_webhook(made["id"])
+        assert (caught.value.status, caught.value.code) == (404, "NOT_FOUND")
+
+
 class TestTransport:
     def test_no_server_is_billing_service_unavailable(self):
         with pytest.raises(BillingServiceUnavailableError) as caught:

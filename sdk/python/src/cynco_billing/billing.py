@@ -38,6 +38,7 @@ from .types import (
     TrackResult,
     TrialBalance,
     Webhook,
+    WebhookTest,
 )
 
 BASE_PATH = "/api/v1/pay"
@@ -278,6 +279,13 @@ class BillingClient:
 
     def delete_webhook(self, webhook_id: str, *, idempotency_key: str | None = None) -> None:
         self.request("DELETE", f"webhooks/{_id(webhook_id)}", idempotency_key=idempotency_key)
+
+    def test_webhook(self, webhook_id: str, *, idempotency_key: str | None = None) -> WebhookTest:
+        """Send one signed ``webhook.test`` event to the endpoint now and answer what
+        happened: ``{delivered, status, latencyMs, error, eventId}`` (``delivered`` false
+        is an answer, not an error). Not retried, and no sequence number."""
+        return cast(WebhookTest, self.request("POST", f"webhooks/{_id(webhook_id)}/test", {},
+                                              idempotency_key=idempotency_key))
 
     # --- coupons ------------------------------------------------------------------------
 

@@ -189,6 +189,14 @@ class Webhook(TypedDict, total=False):
     secret: str
 
 
+class WebhookTest(TypedDict):
+    delivered: bool
+    status: Optional[int]
+    latencyMs: int
+    error: Optional[str]
+    eventId: str
+
+
 class TrialBalanceAccount(TypedDict):
     code: str
     name: str
