@@ -50,7 +50,9 @@ class CreditEntry(models.Model):
 
     id = models.CharField(primary_key=True, max_length=32, default=new_id_cle, editable=False)
     kind = models.CharField(max_length=8, choices=Kind.choices)
-    customer = models.ForeignKey("billing.Customer", on_delete=models.PROTECT, related_name="+")
+    # No index of its own: credit_entry_customer (customer, created_at) serves its lookups and
+    # the PROTECT check; a debit inserts one row, so every index is paid for on the hot path.
+    customer = models.ForeignKey("billing.Customer", on_delete=models.PROTECT, related_name="+", db_index=False)
     balance = models.ForeignKey("billing.Balance", on_delete=models.PROTECT, related_name="+")
     amount = models.BigIntegerField(help_text="Credits debited, or credits of the debit this refund covers")
     # A refund: units put back into the balance (the rest had lapsed with the bucket's period).

@@ -5,7 +5,11 @@ from django.db.models import Q
 class UsageEvent(models.Model):
     """One recorded use (or give-back, negative) of a feature. Append-only."""
 
-    customer = models.ForeignKey("billing.Customer", on_delete=models.PROTECT, related_name="+")
+    # No index of its own: usage_event_series and usage_event_idempotency_unique both start with
+    # customer_id, so they serve its lookups and the PROTECT check. A third index on it cost every
+    # track a random-position btree insert: 13.1 KB of WAL per event after a checkpoint instead of
+    # 8.1 KB (EXPLAIN (ANALYZE, WAL), 100 tracks), all of it flushed before track answers.
+    customer = models.ForeignKey("billing.Customer", on_delete=models.PROTECT, related_name="+", db_index=False)
     feature = models.ForeignKey("billing.Feature", on_delete=models.PROTECT, related_name="+")
     entity = models.ForeignKey("billing.Entity", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     amount = models.BigIntegerField()
