@@ -19,6 +19,7 @@ no more until staff say so (refund.failed; the admin's "Retry now").
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -69,7 +70,12 @@ def payment_method_attach(*, customer: Customer, payment_method: str, now: datet
     gateway = gateway_get()
     ref = gateway_customer_ensure(customer=customer, now=now)
     # One key per card saved (cards are never deleted): a retry replays, a later save of the same card does not.
-    key = f"{customer.pk}:pm:{PaymentMethod.objects.filter(customer=customer).count() + 1}"
+    # The card is part of the key: an attempt the gateway refused (a declined or unknown card) saves
+    # nothing, so the next card would get the same count, and the gateway would refuse a key it has
+    # seen with other parameters for a day. (Stripe's ids are short; a long one is hashed to keep
+    # the key within Stripe's 255 characters.)
+    card_key = payment_method if len(payment_method) <= 64 else hashlib.sha256(payment_method.encode()).hexdigest()
+    key = f"{customer.pk}:pm:{PaymentMethod.objects.filter(customer=customer).count() + 1}:{card_key}"
     card = gateway.payment_method_attach(customer_ref=ref, payment_method=payment_method, idempotency_key=key)
     with transaction.atomic():
         lock_customer(pk=customer.pk)
