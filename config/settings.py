@@ -6,6 +6,7 @@ Celery broker on the filesystem, so a new user needs nothing but Python. Set
 setting is listed in the README's configuration table.
 """
 
+import re
 import secrets
 from pathlib import Path
 
@@ -234,6 +235,14 @@ STRIPE_API_KEY = env.str("STRIPE_API_KEY", default="")
 # Point the stripe library elsewhere (localstripe in the tests): e.g. http://127.0.0.1:8420
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+# Stripe.js in the customer's browser (the portal's card page with the Stripe gateway): the
+# publishable key (pk_…) and where the script is loaded from (localstripe's fake in the tests).
+# The page's Content-Security-Policy allows this script's origin and the API origin
+# (STRIPE_API_BASE, else https://api.stripe.com).
+STRIPE_PUBLISHABLE_KEY = env.str("STRIPE_PUBLISHABLE_KEY", default="")
+STRIPE_JS_URL = env.str("STRIPE_JS_URL", default="https://js.stripe.com/v3/")
+if not re.match(r"https?://[^/?#\s]+(/|$)", STRIPE_JS_URL):
+    raise ImproperlyConfigured("STRIPE_JS_URL must be an absolute http(s) URL, such as https://js.stripe.com/v3/")
 # Dunning: a failed renewal is retried this many days after the failure, then the next, …;
 # after the last retry fails the invoice is uncollectible and the subscription lapses.
 BILLING_DUNNING_RETRY_DAYS = env.list("BILLING_DUNNING_RETRY_DAYS", cast=int, default=[1, 3, 5])

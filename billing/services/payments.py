@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -99,6 +100,24 @@ def gateway_customer_ensure(*, customer: Customer, now: datetime) -> str:
     Customer.objects.filter(pk=customer.pk, gateway_ref="").update(gateway_ref=ref)
     customer.refresh_from_db(fields=["gateway_ref"])
     return customer.gateway_ref
+
+
+def setup_intent_create(*, customer: Customer, now: datetime) -> str:
+    """A SetupIntent for the customer to save a card with Stripe.js; returns its client secret.
+
+    One per call, under a random idempotency key: a SetupIntent is one attempt to save a
+    card and cannot be confirmed twice, so a key that repeats across page views (per
+    customer, per link, per card saved) would hand a reloaded page an intent that was
+    already confirmed, or canceled by a declined card, and its form could never succeed.
+    The key still covers what it is for, the library's own retries of this one call. The
+    cost is an unconfirmed SetupIntent per page view, which holds no card and moves no money.
+    Raises Conflict (the gateway saves no cards this way), GatewayError."""
+    gateway = gateway_get()
+    create = getattr(gateway, "setup_intent_create", None)
+    if create is None:
+        raise Conflict(f"The {gateway.name} gateway does not save cards with a SetupIntent.")
+    ref = gateway_customer_ensure(customer=customer, now=now)
+    return create(customer_ref=ref, idempotency_key=f"{customer.pk}:seti:{secrets.token_hex(16)}")
 
 
 def invoice_collect(*, invoice: Invoice, now: datetime, payment_method: PaymentMethod | None = None) -> Collection:
