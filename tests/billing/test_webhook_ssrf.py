@@ -25,17 +25,9 @@ from django.apps import apps
 from billing.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from billing.services.webhooks import webhook_delivery_attempt, webhook_endpoint_create, webhook_events_dispatch
 from tests.billing.test_webhooks import ROOT, T0, Receiver, customer_at
+from tests.billing.test_webhooks import fresh_endpoint_cache, receiver  # noqa: F401 (fixtures)
 
 PUBLIC = "93.184.216.34"  # a public address; no_internet makes sure nothing is sent to it
-
-
-@pytest.fixture(autouse=True)
-def fresh_endpoint_cache():
-    from billing.services.webhooks import _active_endpoints_forget
-
-    _active_endpoints_forget()
-    yield
-    _active_endpoints_forget()
 
 
 @pytest.fixture(autouse=True)
@@ -52,15 +44,6 @@ def no_internet(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     return connects
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    r.thread.start()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from billing.services.webhooks import (
     webhook_events_dispatch,
 )
 from tests.billing.test_webhooks import SDK_SRC, Receiver, customer_at  # Receiver: a merchant's endpoint
+from tests.billing.test_webhooks import fresh_endpoint_cache, receiver  # noqa: F401 (fixtures)
 
 if str(SDK_SRC) not in sys.path:
     sys.path.insert(0, str(SDK_SRC))
@@ -34,24 +35,6 @@ from cynco_billing.errors import WebhookVerificationError  # noqa: E402
 from cynco_billing.webhooks import verify_webhook  # noqa: E402
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fresh_endpoint_cache():
-    from billing.services.webhooks import _active_endpoints_forget
-
-    _active_endpoints_forget()
-    yield
-    _active_endpoints_forget()
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    r.thread.start()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
 
 
 def closed_port_url() -> str:
