@@ -13,8 +13,6 @@ services the merchant API calls (``subscribe``, ``subscription_update``,
 
 from __future__ import annotations
 
-import logging
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from functools import wraps
@@ -29,17 +27,16 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_http_methods, require_POST
 
-from billing.errors import BillingError, NotFound, ValidationFailed
+from billing.errors import BillingError, NotFound
 from billing.models import Customer, Subscription
 from billing.selectors.catalog import product_get
-from billing.services.payments import card_number_payment_method, payment_method_attach, setup_intent_create
+from billing.services.payments import card_number_payment_method, payment_method_attach
 from billing.services.subscriptions import quote_attach, subscribe, subscription_update
 from portal import selectors
 from portal.pdf import invoice_pdf as render_invoice_pdf
 from portal.security import stripe_js_sources
+from portal.stripe_card import stripe_card_form, stripe_payment_method_id
 from portal.tokens import PortalLink, PortalLinkExpired, PortalLinkInvalid, portal_token_read
-
-logger = logging.getLogger(__name__)
 
 TEST_CARDS = "4242 4242 4242 4242 succeeds · 4000 0000 0000 0002 is declined · 4000 0027 6000 3184 asks for 3-D Secure"
 
@@ -250,7 +247,7 @@ def payment_method(request, p: Portal):
             if offline:
                 payment_method_id = card_number_payment_method(request.POST.get("cardNumber", ""))
             else:
-                payment_method_id = _stripe_payment_method_id(request.POST.get("paymentMethod", ""))
+                payment_method_id = stripe_payment_method_id(request.POST.get("paymentMethod", ""))
             pm = payment_method_attach(customer=p.customer, payment_method=payment_method_id, now=p.now)
         except BillingError as exc:
             return _card_page(request, p, offline, error=exc.message, status=422 if exc.status == 422 else 409)
@@ -259,45 +256,13 @@ def payment_method(request, p: Portal):
     return _card_page(request, p, offline)
 
 
-# Stripe's object ids are at most 255 characters; a PaymentMethod's starts with pm_.
-STRIPE_PAYMENT_METHOD_ID = re.compile(r"pm_[A-Za-z0-9_]{1,252}")
-
-
-def _stripe_payment_method_id(value: str) -> str:
-    if not value:
-        raise ValidationFailed("paymentMethod", "no card was sent: enter the card and save it again")
-    if not STRIPE_PAYMENT_METHOD_ID.fullmatch(value):
-        raise ValidationFailed("paymentMethod",
-                               "not a Stripe payment method id (pm_ and up to 252 letters, digits or _)")
-    return value
-
-
-@dataclass(frozen=True)
-class StripeCardForm:
-    """What the Stripe card form needs: Stripe.js, the publishable key, this view's SetupIntent."""
-
-    js_url: str
-    publishable_key: str
-    client_secret: str
-
-
-def _stripe_card_form(p: Portal) -> StripeCardForm:
-    """Raises BillingError (not configured, or the gateway refused), GatewayError."""
-    if not settings.STRIPE_PUBLISHABLE_KEY:
-        logger.warning("portal card page: STRIPE_PUBLISHABLE_KEY is not set, so Stripe.js cannot be used")
-        raise BillingError("Cards cannot be saved on this page right now.", code="NOT_CONFIGURED", status=503)
-    secret = setup_intent_create(customer=p.customer, now=p.now)
-    return StripeCardForm(js_url=settings.STRIPE_JS_URL, publishable_key=settings.STRIPE_PUBLISHABLE_KEY,
-                          client_secret=secret)
-
-
 def _card_page(request, p: Portal, offline: bool, *, error: str = "", status: int = 200):
     stripe = None
     if not offline:
         # A fresh SetupIntent for every rendering, an error page's too: the one the failed
         # attempt used may be spent (confirmed, or canceled by a declined card).
         try:
-            stripe = _stripe_card_form(p)
+            stripe = stripe_card_form(customer=p.customer, now=p.now, page="portal card page")
         except BillingError as exc:
             if not error:
                 error, status = exc.message, exc.status if exc.status >= 500 else 409
