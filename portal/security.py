@@ -23,8 +23,9 @@ form-action to that redirect too.
 A view may widen its own response's policy by setting ``response.csp_allow``
 to ``{directive: (source, …)}`` for script-src, connect-src or frame-src: the
 sources are added to what every page gets (``'self'`` and the nonce). Only the
-card page with the Stripe gateway does, with ``stripe_js_sources()``; every
-other page keeps the policy above unchanged.
+pages with the Stripe card form (portal/stripe_card.py: the portal's card page
+and the hosted checkout, with the Stripe gateway) do, with ``stripe_js_sources()``;
+every other page keeps the policy above unchanged.
 """
 
 from __future__ import annotations
