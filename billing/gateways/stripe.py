@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass, field
 
 import stripe
 from django.conf import settings
@@ -35,6 +36,18 @@ from billing.gateways.base import ChargeResult, GatewayError, SavedCard
 # A PaymentIntent still waiting for the customer (or for Stripe) is, to us, one
 # that requires action; the webhook or ``confirm`` settles it later.
 _WAITING = {"requires_action", "requires_confirmation", "processing", "requires_capture"}
+
+
+@dataclass(frozen=True)
+class PaymentIntentSecret:
+    """What Stripe.js's ``confirmCardPayment`` needs to finish a PaymentIntent on-session.
+    ``client_secret`` goes to the customer's browser only: never store or log it (it is
+    left out of the repr). ``payment_method`` is the card to confirm with when Stripe
+    detached it (an off-session ``authentication_required`` leaves the PaymentIntent in
+    ``requires_payment_method``), else ""."""
+
+    client_secret: str = field(repr=False)
+    payment_method: str = ""
 
 
 class WebhookSignatureInvalid(BillingError):
@@ -175,6 +188,23 @@ class StripeGateway:
         except stripe.StripeError as exc:
             raise _gateway_error(exc) from exc
         return payment_intent_result(pi)
+
+    def payment_intent_client_secret(self, *, ref: str) -> PaymentIntentSecret:
+        """The client secret of the PaymentIntent ``ref`` (one of our charges waiting for
+        3-D Secure), read from Stripe each time so that we never store it, and the card
+        to confirm it with if Stripe needs one again. Raises GatewayError."""
+        try:
+            pi = _plain(self.client.v1.payment_intents.retrieve(ref))
+        except stripe.StripeError as exc:
+            raise _gateway_error(exc) from exc
+        payment_method = ""
+        if pi.get("status") == "requires_payment_method":
+            failed_with = (pi.get("last_payment_error") or {}).get("payment_method") or ""
+            payment_method = failed_with.get("id", "") if isinstance(failed_with, dict) else failed_with
+        if not pi.get("client_secret"):
+            raise GatewayError("The payment gateway did not complete the request.",
+                               details={"gateway": "stripe", "error": "no client secret"})
+        return PaymentIntentSecret(client_secret=pi["client_secret"], payment_method=payment_method)
 
     def _charge_payment_intent(self, charge_id: str | None) -> str:
         """The PaymentIntent of a declined charge, when the error did not carry it."""

@@ -234,6 +234,24 @@ def checkout_pay(*, session_id: str, payment_method: str, now: datetime) -> Coll
         return result
 
 
+def checkout_authentication(*, session_id: str, now: datetime):
+    """What the customer's browser needs to finish the 3-D Secure of the checkout's waiting
+    payment on-session (with Stripe: the PaymentIntent's client secret for Stripe.js's
+    ``confirmCardPayment``, see StripeGateway.payment_intent_client_secret), asked of the
+    payment's gateway by its reference each time: nothing is stored. The outcome is then
+    settled by ``checkout_confirm``, which reads it from the gateway.
+    Raises NotFound, Conflict (finished, expired, nothing waits, or the gateway has no such
+    step), GatewayError."""
+    session = _open_session(session_id, now)
+    payment = session.payment
+    if payment is None or payment.status != Payment.Status.REQUIRES_ACTION:
+        raise Conflict("Nothing waits for 3-D Secure here.", details={"checkout": session_id})
+    secret = getattr(gateway_get(payment.gateway), "payment_intent_client_secret", None)
+    if secret is None:
+        raise Conflict(f"The {payment.gateway} gateway does not authenticate payments in the browser.")
+    return secret(ref=payment.gateway_ref)
+
+
 def checkout_confirm(*, session_id: str, succeed: bool, now: datetime) -> Collection:
     """Complete (or fail) the 3-D Secure step of a checkout's waiting payment."""
     session = _open_session(session_id, now)
