@@ -8,11 +8,16 @@ is collected as on the portal's card page (portal/stripe_card.py): a SetupIntent
 per view, Stripe Elements, ``stripe.confirmCardSetup`` in the browser, and the
 ``pm_…`` posted as ``paymentMethod`` (its shape checked before Stripe is asked);
 only that page's CSP allows Stripe.js. A Stripe charge that asks for 3-D Secure
-cannot be finished here yet (that needs the PaymentIntent's client secret in the
-browser, which the gateway does not hand out): the waiting PaymentIntent is
-canceled, so nothing is taken, and the page says so and offers the form again."""
+goes to the 3-D Secure page, which reads the PaymentIntent's client secret from Stripe
+(never stored) and runs ``stripe.confirmCardPayment`` in the browser; its form then makes
+the server follow what Stripe says: "check again" (``checkout_confirm`` reads the
+PaymentIntent's status) when the browser says it worked, else the cancel, which fails the
+payment and keeps the checkout open for another card."""
 
 from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.http import Http404, HttpResponseRedirect
@@ -22,16 +27,31 @@ from django.utils import timezone
 
 from billing.errors import BillingError
 from billing.models import CheckoutSession
-from billing.services.payments import card_number_payment_method, checkout_confirm, checkout_pay
+from billing.services.payments import (
+    card_number_payment_method, checkout_authentication, checkout_confirm, checkout_pay,
+)
 from portal.security import stripe_js_sources
 from portal.stripe_card import stripe_card_form, stripe_payment_method_id
 
+logger = logging.getLogger(__name__)
+
 REFUNDED = "You already have a plan of this kind, so nothing was started and the payment was refunded."
-# A Stripe charge that asks for 3-D Secure: the PaymentIntent is canceled at once (see the module docstring).
-AUTHENTICATION_NOT_TAKEN = ("Your bank asked to authenticate this payment (3-D Secure), which this page cannot do yet, "
+# A Stripe charge whose 3-D Secure failed or was given up in the browser: its PaymentIntent is canceled.
+AUTHENTICATION_NOT_TAKEN = ("The payment was not authenticated with your bank (3-D Secure), "
                             "so the payment was not taken and nothing was charged. Try another card.")
-AUTHENTICATION_WAITING = ("Your bank asked to authenticate this payment (3-D Secure), which this page cannot do yet. "
-                          "Nothing has been charged. Cancel the request to try another card.")
+AUTHENTICATION_UNAVAILABLE = ("Authentication with your bank (3-D Secure) cannot start on this page right now. "
+                              "Nothing has been charged. "
+                              "Reload the page to try again, or cancel the request to try another card.")
+
+
+@dataclass(frozen=True)
+class StripeAuthentication:
+    """What the 3-D Secure page's script needs for ``stripe.confirmCardPayment``."""
+
+    js_url: str
+    publishable_key: str
+    client_secret: str = field(repr=False)  # to the browser only: never stored or logged
+    payment_method: str
 
 
 def _stripe() -> bool:
@@ -58,11 +78,32 @@ def _page(request, session, *, error: str = "", status: int = 200, template: str
         except BillingError as exc:
             if not error:
                 error, status = exc.message, exc.status if exc.status >= 500 else 409
+    authentication = None
+    if (template == "checkout/3ds.html" and not expired and _waits_for_3ds(session)
+            and session.payment.gateway == "stripe"):
+        try:
+            authentication = _stripe_authentication(session)
+        except BillingError as exc:
+            logger.warning("checkout 3ds: the PaymentIntent of payment %s could not be read: %s",
+                           session.payment_id, exc.code)
+            if not error:
+                error, status = AUTHENTICATION_UNAVAILABLE, exc.status if exc.status >= 500 else 409
     response = render(request, template, {"session": session, "lines": lines, "error": error, "expired": expired,
-                                          "stripe_gateway": _stripe(), "stripe": stripe}, status=status)
-    if stripe is not None:
+                                          "stripe_gateway": _stripe(), "stripe": stripe,
+                                          "authentication": authentication}, status=status)
+    if stripe is not None or authentication is not None:
         response.csp_allow = stripe_js_sources()
     return response
+
+
+def _stripe_authentication(session) -> StripeAuthentication:
+    """The waiting PaymentIntent's client secret, read from Stripe for this view.
+    Raises BillingError (503 without a publishable key), Conflict, GatewayError."""
+    if not settings.STRIPE_PUBLISHABLE_KEY:
+        raise BillingError("Stripe.js is not configured.", code="NOT_CONFIGURED", status=503)
+    intent = checkout_authentication(session_id=session.pk, now=timezone.now())
+    return StripeAuthentication(js_url=settings.STRIPE_JS_URL, publishable_key=settings.STRIPE_PUBLISHABLE_KEY,
+                                client_secret=intent.client_secret, payment_method=intent.payment_method)
 
 
 def _waits_for_3ds(session) -> bool:
@@ -93,9 +134,7 @@ def pay(request, session_id: str):
         result = checkout_pay(session_id=session.pk, payment_method=pm, now=timezone.now())
     except BillingError as exc:
         return _page(request, _session(session_id), error=exc.message, status=422 if exc.status == 422 else 409)
-    if result.status == "requires_action":
-        if result.payment is not None and result.payment.gateway == "stripe":
-            return _authentication_not_taken(request, session_id)
+    if result.status == "requires_action":  # 3-D Secure, on the test gateway's page or with Stripe.js
         return _to("checkout-3ds", session)
     if result.status == "refunded":
         return _page(request, _session(session_id), status=409, error=REFUNDED)
@@ -105,10 +144,11 @@ def pay(request, session_id: str):
 
 
 def _authentication_not_taken(request, session_id: str):
-    """A Stripe charge waits for 3-D Secure, which this page cannot finish: cancel its
-    PaymentIntent (``checkout_confirm(succeed=False)``; the payment fails, the checkout
-    stays open) and show the card form again with why. If Stripe cannot be reached, the
-    payment still waits and the 3-D Secure page offers the cancel again."""
+    """The customer's 3-D Secure for a Stripe charge failed or was given up in the browser:
+    cancel its PaymentIntent (``checkout_confirm(succeed=False)``, which still follows
+    Stripe: a PaymentIntent that succeeded meanwhile is taken as paid; otherwise the payment
+    fails and the checkout stays open) and show the card form again with why. If Stripe
+    cannot be reached, the payment still waits and the 3-D Secure page is shown again."""
     try:
         result = checkout_confirm(session_id=session_id, succeed=False, now=timezone.now())
     except BillingError:
@@ -125,16 +165,12 @@ def secure(request, session_id: str):
     if not _waits_for_3ds(session):
         # Paid, failed or never asked for: the checkout page tells which.
         return _to("checkout", session)
-    stripe = session.payment.gateway == "stripe"
-    if stripe and request.method != "POST":
-        # A Stripe charge that waits (a default card charged by ``subscribe``, or a cancel in
-        # ``pay`` that did not go through): this page cannot authenticate, so it says so and
-        # offers to cancel; "check again" still follows what Stripe says, as before.
-        return _page(request, session, error=AUTHENTICATION_WAITING, status=402, template="checkout/3ds.html")
-    if stripe and request.POST.get("outcome") != "complete":
-        return _authentication_not_taken(request, session_id)
     if request.method != "POST":
+        # With Stripe (a card charged by ``pay``, or a default card charged by ``subscribe``)
+        # the page runs stripe.confirmCardPayment and posts what the browser saw.
         return _page(request, session, template="checkout/3ds.html")
+    if session.payment.gateway == "stripe" and request.POST.get("outcome") != "complete":
+        return _authentication_not_taken(request, session_id)
     try:
         result = checkout_confirm(session_id=session.pk, succeed=request.POST.get("outcome") == "complete", now=timezone.now())
     except BillingError as exc:

@@ -6,7 +6,9 @@ A subscription made over the API without a card answers a checkout url; the page
 Stripe.js under its Content-Security-Policy, the card is typed into the fake card field
 (16 digits, no spaces), the page's script confirms the SetupIntent and posts the pm_…, and
 the checkout charges it: the done page, the invoice paid, the plan active, and the books
-reconcile. Any CSP violation, script error or 4xx/5xx response fails the test."""
+reconcile. The 3-D Secure card (4000 0027 6000 3184) goes on to the 3-D Secure page, whose
+script runs confirmCardPayment; localstripe's fake challenge is completed there and the
+checkout ends paid. Any CSP violation, script error or 4xx/5xx response fails the test."""
 
 from __future__ import annotations
 
@@ -56,5 +58,45 @@ class TestStripeCheckoutInChromium:
         assert (intent.status, intent.amount) == ("succeeded", 2000)
         saved = PaymentMethod.objects.get(is_default=True)
         assert (saved.gateway, saved.last4, saved.gateway_id) == ("stripe", "4242", intent.payment_method)
+        assert_books_reconcile()
+        assert page.problems == []  # no CSP violation, no script error, no failed request
+
+    def test_a_3ds_card_is_authenticated_with_stripe_js_and_pays_the_checkout(self, peer, api, page, direct):
+        """4000 0027 6000 3184: localstripe's fake Stripe.js first challenges the card's SetupIntent
+        (confirmCardSetup), then localstripe holds the off-session charge (requires_action), the
+        3-D Secure page's script runs confirmCardPayment with the PaymentIntent's client secret,
+        localstripe's fake Stripe.js shows its challenge, and "Complete authentication" there
+        authenticates the PaymentIntent; the page then posts "check again" and the server,
+        reading the PaymentIntent's status, marks the invoice paid."""
+        make_product(api)
+        body = subscribe(api)
+        page.goto(body["url"])
+        page.locator('#card-element input[placeholder="number"]').wait_for()
+        type_card(page, "4000002760003184")
+        page.click("#pay")
+        challenge = page.get_by_role("button", name="Complete authentication")  # localstripe's fake 3-D Secure
+        challenge.wait_for()  # saving the card: the SetupIntent's challenge, on the checkout page
+        assert page.url == body["url"]
+        challenge.click()
+
+        page.wait_for_url(body["url"] + "3ds/")
+        challenge.wait_for()  # the payment's: confirmCardPayment with the PaymentIntent's client secret
+        payment = Payment.objects.get()
+        assert (payment.gateway, payment.status) == ("stripe", "requires_action")
+        assert direct.v1.payment_intents.retrieve(payment.gateway_ref).status == "requires_action"
+        shot(page, "17-stripe-checkout-3ds-challenge")
+
+        challenge.click()
+        page.locator("#status").wait_for()
+        assert page.locator("#status").inner_text() == "Payment complete"
+        shot(page, "18-stripe-checkout-3ds-paid")
+
+        invoice = Invoice.objects.get(pk=body["invoice"]["id"])
+        assert (invoice.status, invoice.amount_paid) == ("paid", 2000)
+        assert Subscription.objects.get(pk=body["subscription"]["id"]).status == "active"
+        assert CheckoutSession.objects.get().status == "complete"
+        payment.refresh_from_db()
+        assert (payment.status, payment.amount, Payment.objects.count()) == ("succeeded", 2000, 1)
+        assert direct.v1.payment_intents.retrieve(payment.gateway_ref).status == "succeeded"
         assert_books_reconcile()
         assert page.problems == []  # no CSP violation, no script error, no failed request

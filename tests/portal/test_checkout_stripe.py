@@ -9,8 +9,11 @@ stripe library straight against localstripe, and the page's form is posted with 
 pays one in Chromium.
 
 Also: a malformed ``paymentMethod`` is a 422 that changes nothing (Stripe is not asked),
-a charge Stripe holds for 3-D Secure is canceled and the page says the payment was not
-taken, and only the Stripe checkout page's CSP allows Stripe.js."""
+a charge Stripe holds for 3-D Secure goes to the 3-D Secure page, which hands the
+PaymentIntent's client secret (read from Stripe, never stored) to a script that runs
+``stripe.confirmCardPayment`` (done here with localstripe's ``_authenticate``, which is what
+its fake Stripe.js calls) and then posts "complete" (check again) or "fail" (cancel), and
+only the Stripe checkout pages' CSP allows Stripe.js."""
 
 from __future__ import annotations
 
@@ -20,9 +23,10 @@ import pytest
 from django.test import Client
 
 from billing.gateways import GatewayError
-from billing.models import CheckoutSession, Payment, PaymentMethod, Subscription
+from billing.models import CheckoutSession, Invoice, Payment, PaymentMethod, Subscription
 from portal import checkout as views
 from tests.billing.billing_helpers import API, assert_books_reconcile, make_product, subscribe
+from tests.billing.test_gateway_stripe import authenticate, subscribe_with
 from tests.portal.test_portal_stripe import (  # noqa: F401  (fixtures)
     PUBLISHABLE_KEY, SUCCESS, card, client_secret, confirm_in_browser, csp, direct, html, localstripe, peer,
 )
@@ -126,51 +130,6 @@ class TestPaying:
         assert_unpaid(checkout)
         assert not Payment.objects.exists() and not PaymentMethod.objects.exists()
 
-    def test_3ds_is_canceled_and_the_page_says_the_payment_was_not_taken(self, checkout, peer, direct):
-        page = Client().post(checkout, {"paymentMethod": card(direct, THREE_DS)})
-        assert page.status_code == 402
-        assert "Your bank asked to authenticate this payment (3-D Secure)" in html(page)
-        assert "the payment was not taken" in html(page)
-        assert client_secret(page)  # the form again, for another card
-        assert_unpaid(checkout)
-        assert session_of(checkout).payment_id is None
-        payment = Payment.objects.get()
-        assert (payment.gateway, payment.status) == ("stripe", "failed")
-        assert direct.v1.payment_intents.retrieve(payment.gateway_ref).status == "canceled"
-        assert Client().get(checkout).status_code == 200  # no redirect to the test gateway's 3-D Secure page
-        assert_books_reconcile()
-        pm = confirm_in_browser(direct, client_secret(page), SUCCESS)
-        assert Client().post(checkout, {"paymentMethod": pm}).status_code == 200
-        assert session_of(checkout).invoice.status == "paid"
-        assert_books_reconcile()
-
-    def test_when_the_cancel_fails_the_3ds_page_says_so_and_offers_it_again(self, checkout, peer, direct,
-                                                                            monkeypatch):
-        confirm = views.checkout_confirm
-
-        def unreachable(**kwargs):
-            raise GatewayError("The payment gateway did not complete the request.")
-
-        monkeypatch.setattr(views, "checkout_confirm", unreachable)
-        response = Client().post(checkout, {"paymentMethod": card(direct, THREE_DS)})
-        assert response.status_code == 302 and response["Location"] == checkout + "3ds/"
-        assert Client().get(checkout)["Location"] == checkout + "3ds/"
-        page = Client().get(checkout + "3ds/")
-        assert page.status_code == 402 and "Nothing has been charged" in html(page)
-        assert 'id="cancel-authentication"' in html(page) and 'id="check-again"' in html(page)
-        assert 'id="complete"' not in html(page)
-        assert "test gateway" not in html(page)
-        payment = Payment.objects.get()
-        assert payment.status == "requires_action" and session_of(checkout).payment_id == payment.pk
-        monkeypatch.setattr(views, "checkout_confirm", confirm)  # Stripe answers again
-        page = Client().post(checkout + "3ds/", {"outcome": "fail"})
-        assert page.status_code == 402 and "the payment was not taken" in html(page) and client_secret(page)
-        payment.refresh_from_db()
-        assert payment.status == "failed"
-        assert direct.v1.payment_intents.retrieve(payment.gateway_ref).status == "canceled"
-        assert_unpaid(checkout)
-        assert_books_reconcile()
-
     def test_a_trial_checkout_saves_the_card_and_starts_the_trial(self, peer, sk_client, direct):
         make_product(sk_client, "trialpro", amount=2000, freeTrial={"days": 14, "requirePaymentMethod": True})
         body = subscribe(sk_client, "trialpro", customer="c1")
@@ -182,6 +141,162 @@ class TestPaying:
         assert response.status_code == 200 and "Card saved" in html(response)
         assert Subscription.objects.get().status == "trialing"
         assert PaymentMethod.objects.get(is_default=True).gateway_id == pm
+
+
+def pi_secret(page) -> str:
+    return re.search(r'data-client-secret="(pi_\w+?_secret_\w+)"', html(page)).group(1)
+
+
+@pytest.fixture
+def waiting(checkout, direct):
+    """The checkout paid with the 3-D Secure card: Stripe holds the charge. Its 3DS path."""
+    response = Client().post(checkout, {"paymentMethod": card(direct, THREE_DS)})
+    assert response.status_code == 302 and response["Location"] == checkout + "3ds/"
+    return checkout + "3ds/"
+
+
+class TestThreeDSecure:
+    def test_the_3ds_page_confirms_the_payment_intent_with_stripe_js(self, checkout, waiting, peer, direct, caplog):
+        assert Client().get(checkout)["Location"] == waiting
+        page = Client().get(waiting)
+        assert page.status_code == 200
+        text = html(page)
+        payment = Payment.objects.get()
+        assert (payment.gateway, payment.status) == ("stripe", "requires_action")
+        intent = direct.v1.payment_intents.retrieve(payment.gateway_ref)
+        assert intent.status == "requires_action" and session_of(checkout).payment_id == payment.pk
+        assert pi_secret(page) == intent.client_secret  # the secret of this payment's PaymentIntent
+        assert pi_secret(page).startswith(payment.gateway_ref + "_secret_")
+        assert f'<script src="{peer.url}/js.stripe.com/v3/"></script>' in text
+        assert f'data-publishable-key="{PUBLISHABLE_KEY}"' in text and 'data-payment-method=""' in text
+        assert "stripe.confirmCardPayment(" in text and "confirmCardSetup" not in text
+        assert 'id="check-again"' in text and 'id="cancel-authentication"' in text
+        assert 'id="complete"' not in text and "test gateway" not in text
+        nonce = re.search(r"'nonce-([^']+)'", page["Content-Security-Policy"]).group(1)
+        inline = re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", text)
+        assert inline and all(f'nonce="{nonce}"' in tag for tag in inline)
+        assert not re.search(r"<[^>]+\son[a-z]+=", text)
+        policy = csp(page)
+        assert policy["script-src"] == f"'self' 'nonce-NONCE' {peer.url}"
+        assert policy["frame-src"] == f"'self' {peer.url}" and policy["connect-src"] == f"'self' {peer.url}"
+        # the secret is read for the page, never kept or logged
+        assert intent.client_secret not in caplog.text
+        for row in (*Payment.objects.values(), *CheckoutSession.objects.values()):
+            assert "_secret_" not in str(row)
+
+    def test_check_again_after_stripe_authenticated_pays_once_and_the_books_reconcile(self, checkout, waiting,
+                                                                                         direct):
+        browser = Client(enforce_csrf_checks=True)
+        page = browser.get(waiting)
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html(page)).group(1)
+        ref = Payment.objects.get().gateway_ref
+        authenticate(direct, ref)  # confirmCardPayment in the browser: localstripe's fake challenge, completed
+        assert direct.v1.payment_intents.retrieve(ref).status == "succeeded"
+        done = browser.post(waiting, {"csrfmiddlewaretoken": csrf, "outcome": "complete"})
+        assert done.status_code == 200 and 'id="status">Payment complete' in html(done)
+        assert set(csp(done)) == {"default-src", "script-src", "style-src", "img-src", "object-src", "base-uri",
+                                  "frame-ancestors"}
+        session = session_of(checkout)
+        assert session.status == "complete" and session.invoice.status == "paid"
+        assert session.invoice.amount_paid == 2000 and session.subscription.status == "active"
+        payment = Payment.objects.get()
+        assert (payment.status, payment.amount, payment.gateway_ref) == ("succeeded", 2000, ref)
+        assert_books_reconcile()
+        again = browser.post(waiting, {"csrfmiddlewaretoken": csrf, "outcome": "complete"})  # a reload
+        assert again.status_code == 302 and again["Location"] == checkout
+        assert Payment.objects.count() == 1 and session_of(checkout).invoice.amount_paid == 2000
+        assert_books_reconcile()
+
+    def test_check_again_before_stripe_authenticated_changes_nothing(self, checkout, waiting, direct):
+        page = Client().post(waiting, {"outcome": "complete"})
+        assert page.status_code == 409 and "still waits for authentication" in html(page)
+        assert pi_secret(page) and "stripe.confirmCardPayment(" in html(page)  # the challenge again
+        assert Payment.objects.get().status == "requires_action"
+        assert_unpaid(checkout)
+
+    @pytest.mark.parametrize("at_the_bank", ["failed", "closed"])
+    def test_a_failed_or_given_up_authentication_cancels_and_another_card_pays(self, checkout, waiting, direct,
+                                                                              at_the_bank):
+        ref = Payment.objects.get().gateway_ref
+        if at_the_bank == "failed":
+            authenticate(direct, ref, success=False)
+        page = Client().post(waiting, {"outcome": "fail"})  # what the script posts on result.error
+        assert page.status_code == 402 and views.AUTHENTICATION_NOT_TAKEN in html(page)
+        assert client_secret(page)  # the card form again
+        payment = Payment.objects.get()
+        assert (payment.status, payment.failure_code) == ("failed", "authentication_failed")
+        assert direct.v1.payment_intents.retrieve(ref).status == "canceled"
+        assert_unpaid(checkout)
+        assert session_of(checkout).payment_id is None
+        assert Client().get(checkout).status_code == 200 and Client().get(waiting)["Location"] == checkout
+        assert_books_reconcile()
+        pm = confirm_in_browser(direct, client_secret(page), SUCCESS)
+        assert Client().post(checkout, {"paymentMethod": pm}).status_code == 200
+        assert session_of(checkout).invoice.status == "paid" and session_of(checkout).invoice.amount_paid == 2000
+        assert_books_reconcile()
+
+    def test_when_the_cancel_fails_the_payment_still_waits_and_the_page_offers_it_again(self, checkout, waiting,
+                                                                                      direct, monkeypatch):
+        confirm = views.checkout_confirm
+
+        def unreachable(**kwargs):
+            raise GatewayError("The payment gateway did not complete the request.")
+
+        monkeypatch.setattr(views, "checkout_confirm", unreachable)
+        response = Client().post(waiting, {"outcome": "fail"})
+        assert response.status_code == 302 and response["Location"] == waiting
+        payment = Payment.objects.get()
+        assert payment.status == "requires_action" and session_of(checkout).payment_id == payment.pk
+        monkeypatch.setattr(views, "checkout_confirm", confirm)  # Stripe answers again
+        page = Client().post(waiting, {"outcome": "fail"})
+        assert page.status_code == 402 and "the payment was not taken" in html(page) and client_secret(page)
+        payment.refresh_from_db()
+        assert payment.status == "failed"
+        assert direct.v1.payment_intents.retrieve(payment.gateway_ref).status == "canceled"
+        assert_unpaid(checkout)
+        assert_books_reconcile()
+
+    def test_when_stripe_cannot_be_read_the_page_has_no_script_and_a_strict_policy(self, checkout, waiting,
+                                                                                  monkeypatch):
+        from billing.gateways.stripe import StripeGateway
+
+        def unreachable(self, **kwargs):
+            raise GatewayError("The payment gateway did not complete the request.")
+
+        monkeypatch.setattr(StripeGateway, "payment_intent_client_secret", unreachable)
+        page = Client().get(waiting)
+        assert page.status_code == 502 and views.AUTHENTICATION_UNAVAILABLE in html(page)
+        assert "<script" not in html(page) and "js.stripe.com" not in page["Content-Security-Policy"]
+        assert 'id="cancel-authentication"' in html(page) and 'id="check-again"' in html(page)
+        assert Payment.objects.get().status == "requires_action"
+
+    def test_a_3ds_default_card_charged_by_subscribe_gets_the_same_page(self, peer, sk_client, direct):
+        body = subscribe_with(sk_client, direct, THREE_DS)
+        assert body["requiredAction"]["code"] == "3ds_required"
+        path = "/checkout/" + body["url"].split("/checkout/")[1]
+        assert Client().get(path)["Location"] == path + "3ds/"
+        page = Client().get(path + "3ds/")
+        ref = Payment.objects.get().gateway_ref
+        assert page.status_code == 200 and pi_secret(page) == direct.v1.payment_intents.retrieve(ref).client_secret
+        assert "stripe.confirmCardPayment(" in html(page) and peer.url in page["Content-Security-Policy"]
+        authenticate(direct, ref)
+        done = Client().post(path + "3ds/", {"outcome": "complete"})
+        assert done.status_code == 200 and Invoice.objects.get().status == "paid"
+        assert Payment.objects.count() == 1
+        assert_books_reconcile()
+
+    def test_the_test_gateways_3ds_page_is_unchanged(self, peer, sk_client, settings):
+        settings.BILLING_GATEWAY = "test"
+        make_product(sk_client, "pro", amount=2000)
+        body = subscribe(sk_client, "pro", customer="c5")
+        path = "/checkout/" + body["url"].split("/checkout/")[1]
+        assert Client().post(path, {"cardNumber": THREE_DS})["Location"] == path + "3ds/"
+        page = Client().get(path + "3ds/")
+        assert page.status_code == 200 and 'id="complete"' in html(page) and 'id="fail"' in html(page)
+        assert "This is the test gateway" in html(page) and "<script" not in html(page)
+        assert set(csp(page)) == {"default-src", "script-src", "style-src", "img-src", "object-src", "base-uri",
+                                  "frame-ancestors"}
+        assert "Payment complete" in html(Client().post(path + "3ds/", {"outcome": "complete"}))
 
 
 class TestBadInput:
