@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 API_KEY = "sk_test_localstripe_billing"
+PUBLISHABLE_KEY = "pk_test_localstripe_billing"
 _HOP_HEADERS = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "accept-encoding"}
 
 
@@ -213,6 +214,26 @@ class LocalStripe:
             failures.append(f"{' '.join(command)} (exit {process.returncode}): {tail.strip() or 'no output'}")
         raise LocalStripeUnavailable("localstripe did not answer: " + " | ".join(failures))
 
+    def use_as_gateway(self, settings, *, stripe_js: bool = False) -> LocalStripe:
+        """Point the Stripe gateway (pytest-django's ``settings``) at our front, after forgetting
+        what it stored; with ``stripe_js``, Stripe.js too (localstripe's fake one calls the API
+        at its own origin, so both are the front's)."""
+        self.front.reset()
+        settings.BILLING_GATEWAY = "stripe"
+        settings.STRIPE_API_KEY = API_KEY
+        settings.STRIPE_API_BASE = self.url
+        if stripe_js:
+            settings.STRIPE_PUBLISHABLE_KEY = PUBLISHABLE_KEY
+            settings.STRIPE_JS_URL = f"{self.url}/js.stripe.com/v3/"
+        return self
+
+    def direct_client(self):
+        """A stripe client straight to localstripe, past the front: what Stripe.js in the
+        customer's browser (or the dashboard) does."""
+        import stripe
+
+        return stripe.StripeClient(API_KEY, base_addresses={"api": self.direct_url})
+
     def stop(self) -> None:
         self.front.stop()
         _terminate(self.process)
@@ -241,3 +262,16 @@ def _terminate(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+def running_localstripe():
+    """A pytest fixture body: a started localstripe, stopped after; the tests skip, saying why,
+    when it cannot start."""
+    import pytest
+
+    try:
+        peer = LocalStripe.start()
+    except LocalStripeUnavailable as exc:
+        pytest.skip(str(exc))
+    yield peer
+    peer.stop()

@@ -42,7 +42,6 @@ import time
 import urllib.parse
 
 import pytest
-import stripe
 from django.test import Client
 
 from billing.errors import ValidationFailed
@@ -51,7 +50,7 @@ from billing.gateways.stripe import StripeGateway, payment_intent_result
 from billing.models import CheckoutSession, Customer, GatewayEvent, Invoice, Payment, PaymentMethod, Subscription
 from ledger.models import Entry
 from tests.billing.billing_helpers import API, assert_books_reconcile, make_product, subscribe
-from tests.billing.localstripe_peer import API_KEY, LocalStripe, LocalStripeUnavailable, free_port
+from tests.billing.localstripe_peer import API_KEY, LocalStripe, free_port, running_localstripe
 
 pytestmark = pytest.mark.django_db
 
@@ -64,29 +63,20 @@ UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-
 
 @pytest.fixture(scope="session")
 def localstripe():
-    try:
-        peer = LocalStripe.start()
-    except LocalStripeUnavailable as exc:
-        pytest.skip(str(exc))
-    yield peer
-    peer.stop()
+    yield from running_localstripe()
 
 
 @pytest.fixture
 def peer(localstripe, settings):
     """The Stripe gateway configured against localstripe (through our idempotency front)."""
-    localstripe.front.reset()
-    settings.BILLING_GATEWAY = "stripe"
-    settings.STRIPE_API_KEY = API_KEY
-    settings.STRIPE_API_BASE = localstripe.url
     settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
-    return localstripe
+    return localstripe.use_as_gateway(settings)
 
 
 @pytest.fixture
 def direct(localstripe):
     """A client straight to localstripe: what Stripe.js or the dashboard would do (not logged by the front)."""
-    return stripe.StripeClient(API_KEY, base_addresses={"api": localstripe.direct_url})
+    return localstripe.direct_client()
 
 
 @pytest.fixture

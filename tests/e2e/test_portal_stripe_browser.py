@@ -25,47 +25,34 @@ if not os.path.exists(BROWSER):
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (requirements-dev.txt)")
 
 import requests  # noqa: E402
-import stripe  # noqa: E402
 from django.conf import settings as django_settings  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from billing.models import Customer, PaymentMethod  # noqa: E402
 from billing.services.api_keys import api_key_create  # noqa: E402
 from tests.billing.billing_helpers import API  # noqa: E402
-from tests.billing.localstripe_peer import API_KEY, LocalStripe, LocalStripeUnavailable  # noqa: E402
+from tests.billing.localstripe_peer import running_localstripe  # noqa: E402
 from tests.e2e.conftest import TIMEOUT_MS  # noqa: E402
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SCREENSHOTS = Path(django_settings.BASE_DIR) / "var" / "screenshots" / "portal"
-PUBLISHABLE_KEY = "pk_test_localstripe_billing"
 
 
 @pytest.fixture(scope="module")
 def localstripe():
-    try:
-        peer = LocalStripe.start()
-    except LocalStripeUnavailable as exc:
-        pytest.skip(str(exc))
-    yield peer
-    peer.stop()
+    yield from running_localstripe()
 
 
 @pytest.fixture
 def peer(localstripe, settings, live_server):
-    localstripe.front.reset()
     settings.PUBLIC_BASE_URL = live_server.url
-    settings.BILLING_GATEWAY = "stripe"
-    settings.STRIPE_API_KEY = API_KEY
-    settings.STRIPE_API_BASE = localstripe.url
-    settings.STRIPE_PUBLISHABLE_KEY = PUBLISHABLE_KEY
-    settings.STRIPE_JS_URL = f"{localstripe.url}/js.stripe.com/v3/"
-    return localstripe
+    return localstripe.use_as_gateway(settings, stripe_js=True)
 
 
 @pytest.fixture
 def direct(localstripe):
-    return stripe.StripeClient(API_KEY, base_addresses={"api": localstripe.direct_url})
+    return localstripe.direct_client()
 
 
 @pytest.fixture

@@ -16,48 +16,35 @@ from __future__ import annotations
 import re
 
 import pytest
-import stripe
 from django.test import Client
 
 from billing.models import Customer, PaymentMethod
 from portal import security
 from portal.tokens import portal_token_make
 from tests.billing.billing_helpers import API
-from tests.billing.localstripe_peer import API_KEY, LocalStripe, LocalStripeUnavailable, free_port
+from tests.billing.localstripe_peer import PUBLISHABLE_KEY, free_port, running_localstripe
 
 pytestmark = pytest.mark.django_db
 
-PUBLISHABLE_KEY = "pk_test_localstripe_billing"
 SUCCESS, DECLINED_AT_ATTACH = "4242424242424242", "4000000000000002"
 
 
 @pytest.fixture(scope="module")
 def localstripe():
-    try:
-        peer = LocalStripe.start()
-    except LocalStripeUnavailable as exc:
-        pytest.skip(str(exc))
-    yield peer
-    peer.stop()
+    yield from running_localstripe()
 
 
 @pytest.fixture
 def peer(localstripe, settings):
     """The Stripe gateway against localstripe (through the idempotency front), and Stripe.js
     served by it: the fake Stripe.js calls the API at its own origin, so both are the front's."""
-    localstripe.front.reset()
-    settings.BILLING_GATEWAY = "stripe"
-    settings.STRIPE_API_KEY = API_KEY
-    settings.STRIPE_API_BASE = localstripe.url
-    settings.STRIPE_PUBLISHABLE_KEY = PUBLISHABLE_KEY
-    settings.STRIPE_JS_URL = f"{localstripe.url}/js.stripe.com/v3/"
-    return localstripe
+    return localstripe.use_as_gateway(settings, stripe_js=True)
 
 
 @pytest.fixture
 def direct(localstripe):
     """Straight to localstripe: what Stripe.js does in the customer's browser."""
-    return stripe.StripeClient(API_KEY, base_addresses={"api": localstripe.direct_url})
+    return localstripe.direct_client()
 
 
 @pytest.fixture
